@@ -54,6 +54,9 @@ mod segment;
 pub mod spsc;
 mod sync;
 
+#[cfg(all(test, shmchan_loom))]
+mod loom_models;
+
 pub use error::{
     OpenError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
     TrySendError, TypeField,

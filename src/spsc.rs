@@ -330,10 +330,14 @@ fn detach_after_failure(word: &AtomicU64, me: u64) -> OpenError {
 
 /// What we know about the peer's owner word: a clean detach is read from the word itself, a
 /// death needs `/proc`, looked at no more often than [`PEER_CHECK_INTERVAL`] unless forced.
+/// A busy `try_recv`/`try_send` loop reads the clock only once per this many failed polls.
+const POLLS_PER_CLOCK_READ: u32 = 256;
+
 #[derive(Debug, Default)]
 struct PeerWatch {
     confirmed_dead: u64,
     last_check: Option<Instant>,
+    polls: u32,
 }
 
 impl PeerWatch {
@@ -343,6 +347,13 @@ impl PeerWatch {
         }
         if endpoint::is_detached(word) || word == self.confirmed_dead {
             return true;
+        }
+        if !force {
+            // Keep failed polls cheap: a clock read costs more than the poll itself.
+            self.polls = self.polls.wrapping_add(1);
+            if self.last_check.is_some() && self.polls % POLLS_PER_CLOCK_READ != 0 {
+                return false;
+            }
         }
         let now = Instant::now();
         if !force && self.last_check.is_some_and(|t| now.duration_since(t) < PEER_CHECK_INTERVAL) {
@@ -433,6 +444,12 @@ impl<T: Pod> Producer<T> {
     /// # Errors
     /// [`SendError::Disconnected`] when the consumer detached or died; [`SendError::Corrupted`].
     pub fn send(&mut self, value: T) -> Result<(), SendError<T>> {
+        match self.try_send(value) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(_)) => {}
+            Err(TrySendError::Disconnected(v)) => return Err(SendError::Disconnected(v)),
+            Err(TrySendError::Corrupted(v)) => return Err(SendError::Corrupted(v)),
+        }
         self.send_until(value, None).map_err(|e| match e {
             SendTimeoutError::Timeout(v) | SendTimeoutError::Disconnected(v) => {
                 SendError::Disconnected(v)
@@ -449,6 +466,7 @@ impl<T: Pod> Producer<T> {
         self.send_until(value, Some(Instant::now() + timeout))
     }
 
+    #[inline(never)]
     fn send_until(
         &mut self,
         value: T,
@@ -686,6 +704,12 @@ impl<T: Pod> Consumer<T> {
     /// [`RecvError::Disconnected`] when the producer is gone and the ring is drained;
     /// [`RecvError::Corrupted`].
     pub fn recv(&mut self) -> Result<T, RecvError> {
+        match self.try_recv() {
+            Ok(value) => return Ok(value),
+            Err(TryRecvError::Empty) => {}
+            Err(TryRecvError::Disconnected) => return Err(RecvError::Disconnected),
+            Err(TryRecvError::Corrupted) => return Err(RecvError::Corrupted),
+        }
         self.recv_until(None).map_err(|e| match e {
             RecvTimeoutError::Corrupted => RecvError::Corrupted,
             _ => RecvError::Disconnected,
@@ -700,6 +724,7 @@ impl<T: Pod> Consumer<T> {
         self.recv_until(Some(Instant::now() + timeout))
     }
 
+    #[inline(never)]
     fn recv_until(&mut self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
         let segment = Arc::clone(&self.segment);
         let (wait, fences) = (self.wait, self.fences);
@@ -720,21 +745,12 @@ impl<T: Pod> Consumer<T> {
         if buf.is_empty() {
             return Ok(0);
         }
-        let mut n = 0;
-        while n < buf.len() {
-            match self.ring.pop(&self.slots) {
-                Pop::Item(value) => {
-                    buf[n] = value;
-                    n += 1;
-                }
-                Pop::Empty => break,
-                Pop::Corrupt => {
-                    if n > 0 {
-                        self.release();
-                    }
-                    return Err(self.poison());
-                }
+        let (n, corrupt) = self.ring.pop_many(self.segment.control(), &self.slots, buf);
+        if corrupt {
+            if n > 0 {
+                self.release();
             }
+            return Err(self.poison());
         }
         if n > 0 {
             self.release();

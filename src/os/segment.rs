@@ -48,6 +48,9 @@ pub(crate) struct Mapping {
 #[derive(Debug)]
 enum MappingKind {
     Mmap(memmap2::MmapRaw),
+    /// `MAP_SHARED|MAP_ANONYMOUS` (memmap2's anonymous maps are private, so they cannot be
+    /// shared across `fork`); unmapped on drop.
+    SharedAnonymous,
     SysV,
 }
 
@@ -71,16 +74,24 @@ impl Mapping {
     pub(crate) fn flush(&self) -> io::Result<()> {
         match &self.kind {
             MappingKind::Mmap(raw) => raw.flush(),
-            MappingKind::SysV => Ok(()),
+            MappingKind::SharedAnonymous | MappingKind::SysV => Ok(()),
         }
     }
 }
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        if let MappingKind::SysV = self.kind {
-            // SAFETY: `base` is the address shmat returned for this attachment, detached once.
-            unsafe { libc::shmdt(self.base.as_ptr().cast()) };
+        match self.kind {
+            MappingKind::Mmap(_) => {}
+            MappingKind::SharedAnonymous => {
+                // SAFETY: [base, base+len) is the mapping mmap returned for this value, unmapped
+                // once; every handle that used it holds this Mapping alive until now.
+                let _ = unsafe { mman::munmap(self.base.cast(), self.len) };
+            }
+            MappingKind::SysV => {
+                // SAFETY: `base` is the address shmat returned for this attachment, detached once.
+                unsafe { libc::shmdt(self.base.as_ptr().cast()) };
+            }
         }
     }
 }
@@ -250,13 +261,21 @@ pub(crate) fn map_anonymous(len: u64) -> Result<Mapping, OpenError> {
     if len == 0 || len > MAX_SEGMENT_LEN {
         return Err(OpenError::TooSmall { expected: 1, found: len });
     }
-    let anon = memmap2::MmapOptions::new()
-        .len(len as usize)
-        .map_anon()
-        .map_err(|e| OpenError::Io { op: "mmap", source: e })?;
-    let raw = memmap2::MmapRaw::from(anon);
-    populate(raw.as_mut_ptr(), raw.len())?;
-    Ok(Mapping { base: ptr_of(raw.as_mut_ptr()), len: raw.len(), kind: MappingKind::Mmap(raw) })
+    let size = std::num::NonZeroUsize::new(len as usize).expect("checked non-zero above");
+    // SAFETY: a fresh anonymous mapping at an address the kernel picks aliases nothing.
+    let base = unsafe {
+        mman::mmap_anonymous(
+            None,
+            size,
+            mman::ProtFlags::PROT_READ | mman::ProtFlags::PROT_WRITE,
+            mman::MapFlags::MAP_SHARED | mman::MapFlags::MAP_ANONYMOUS,
+        )
+    }
+    .map_err(|e| OpenError::from_errno(e, "mmap"))?;
+    let mapping =
+        Mapping { base: base.cast(), len: len as usize, kind: MappingKind::SharedAnonymous };
+    populate(mapping.base.as_ptr(), mapping.len)?;
+    Ok(mapping)
 }
 
 fn ptr_of(p: *mut u8) -> NonNull<u8> {

@@ -235,6 +235,38 @@ impl ConsumerRing {
         }
     }
 
+    /// Copies out up to `out.len()` published messages; returns how many, and whether a stamp
+    /// was corrupt (the messages before it are valid). Does not release.
+    ///
+    /// The batch is bounded by the producer's published `tail`, read once, so the consumer
+    /// never pulls in a slot line the producer is still filling: one line transfer per line of
+    /// messages rather than per message. When `tail` shows nothing (or lags by one after a
+    /// producer crash) a single slot is examined by its stamp, as `pop` does.
+    #[inline]
+    pub(crate) fn pop_many<T: Copy, S: SlotMemory<T>>(
+        &mut self,
+        ctl: &SpscControl,
+        slots: &S,
+        out: &mut [T],
+    ) -> (usize, bool) {
+        // SYNC: Acquire pairs with the producer's tail store(Release) in `publish`, which
+        // follows the stamps of every message below it.
+        let ready = ctl.tail.0.load(Ordering::Acquire).wrapping_sub(self.head);
+        let limit = if (1..=self.capacity).contains(&ready) { ready as usize } else { 1 };
+        let mut n = 0;
+        for slot in out.iter_mut().take(limit) {
+            match self.pop(slots) {
+                Pop::Item(value) => {
+                    *slot = value;
+                    n += 1;
+                }
+                Pop::Empty => break,
+                Pop::Corrupt => return (n, true),
+            }
+        }
+        (n, false)
+    }
+
     /// Hands every slot popped so far back to the producer.
     #[inline(always)]
     pub(crate) fn release(&self, ctl: &SpscControl) {

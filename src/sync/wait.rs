@@ -167,8 +167,14 @@ fn wake_cold(word: &AtomicU32) {
 }
 
 /// Wakes whoever sleeps on `word`, whatever it announced (disconnect, poisoning).
+///
+/// The fence comes first: it orders the caller's state change (a DETACHED owner word, the
+/// poison flag) before our store of `AWAKE`, so that a sleeper which announced itself either
+/// sees the change on its re-check or finds `AWAKE` in its word (`EAGAIN`), or is woken. With
+/// the store before the fence, loom finds an execution where the sleeper's `SLEEPING` lands after
+/// our `AWAKE` and nobody wakes it (see `loom_models::disconnect_wakes_sleeper_*`).
 pub(crate) fn wake_unconditionally(word: &AtomicU32) {
-    word.store(AWAKE, Ordering::Relaxed);
     crate::sync::atomic::fence(Ordering::SeqCst);
+    word.store(AWAKE, Ordering::Relaxed);
     park::wake_all(word);
 }

@@ -84,7 +84,13 @@ impl ChildGuard {
             s
         });
         let status = self.wait_timeout(timeout);
-        (status, reader.join().unwrap())
+        // A grandchild holding the pipe open must not hang the test: give the reader a moment.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !reader.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let out = if reader.is_finished() { reader.join().unwrap() } else { String::new() };
+        (status, out)
     }
 
     pub fn kill(&mut self, signal: i32) {

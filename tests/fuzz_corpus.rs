@@ -1,0 +1,81 @@
+//! Replays the cargo-fuzz corpora (`fuzz/corpus/open_segment`, `fuzz/corpus/ring_ops`) through
+//! the fuzz harness on stable, so every seed and every input the fuzzer kept is re-checked by
+//! `cargo test`: a damaged segment must never panic, hang or misbehave, and a healthy ring must
+//! match its model. The counters the harness returns also check that the corpora still reach
+//! every interesting outcome (a regression that, say, rejected every valid image would otherwise
+//! pass silently).
+
+#[path = "../fuzz/harness/mod.rs"]
+mod harness;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+/// The files of one target's corpus, sorted; asserts there is at least one.
+fn corpus(target: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join("corpus").join(target);
+    let entries = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read the corpus {}: {e}", dir.display()));
+    let mut files: Vec<PathBuf> = entries
+        .map(|e| e.expect("read a corpus directory entry").path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "the corpus {} is empty", dir.display());
+    files
+}
+
+/// Runs every file of `target`'s corpus through `run`, collecting the files that panicked.
+fn replay<S>(target: &str, run: impl Fn(&[u8]) -> S, mut absorb: impl FnMut(S)) {
+    let mut failed = Vec::new();
+    for path in corpus(target) {
+        let data = std::fs::read(&path).expect("read a corpus file");
+        match catch_unwind(AssertUnwindSafe(|| run(&data))) {
+            Ok(stats) => absorb(stats),
+            Err(_) => failed.push(path.display().to_string()),
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} {target} input(s) failed; reproduce one with `cargo +nightly fuzz run {target} <file>` \
+         in fuzz/:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+}
+
+#[test]
+fn open_segment_corpus_replays() {
+    let mut total = harness::OpenStats::default();
+    replay("open_segment", harness::open_segment, |s| total.absorb(s));
+    assert!(total.opened > 0, "no input opened: {total:?}");
+    assert!(total.attached > 0, "no endpoint attached: {total:?}");
+    assert!(total.sent > 0 && total.received > 0, "no message went through: {total:?}");
+    assert!(total.corrupted > 0, "no ring operation reported Corrupted: {total:?}");
+    assert!(total.pokes > 0, "no peer write reached an open channel: {total:?}");
+    for kind in [
+        "BadMagic",
+        "VersionMismatch",
+        "FlavorMismatch",
+        "TypeMismatch",
+        "TooSmall",
+        "NotInitialized",
+        "Corrupted",
+        "MissingSeals",
+        "AlreadyAttached",
+    ] {
+        assert!(total.errors.contains_key(kind), "no input produced OpenError::{kind}: {total:?}");
+    }
+}
+
+#[test]
+fn ring_ops_corpus_replays() {
+    let mut total = harness::RingStats::default();
+    replay("ring_ops", harness::ring_ops, |s| total.absorb(s));
+    assert!(total.ops > 0 && total.sent > 0 && total.received > 0, "{total:?}");
+    assert!(total.full > 0, "no send met a full ring: {total:?}");
+    assert!(total.empty > 0, "no receive met an empty ring: {total:?}");
+    assert!(total.send_disconnected > 0, "no send met a gone consumer: {total:?}");
+    assert!(total.recv_disconnected > 0, "no receive met a gone producer: {total:?}");
+    assert!(total.reattached > 0, "no endpoint was attached again: {total:?}");
+}
