@@ -240,8 +240,11 @@ impl ConsumerRing {
     ///
     /// The batch is bounded by the producer's published `tail`, read once, so the consumer
     /// never pulls in a slot line the producer is still filling: one line transfer per line of
-    /// messages rather than per message. When `tail` shows nothing (or lags by one after a
-    /// producer crash) a single slot is examined by its stamp, as `pop` does.
+    /// messages rather than per message. The producer stores `tail` (Release) after every stamp
+    /// below it, so within the batch only the last stamp is checked, as a protocol check; the
+    /// others cannot be stale unless the peer misbehaves, and then they only yield forged bytes,
+    /// which `T: Pod` makes harmless. When `tail` shows nothing (or lags by one after a producer
+    /// crash) a single slot is examined by its stamp, as `pop` does.
     #[inline]
     pub(crate) fn pop_many<T: Copy, S: SlotMemory<T>>(
         &mut self,
@@ -250,20 +253,32 @@ impl ConsumerRing {
         out: &mut [T],
     ) -> (usize, bool) {
         // SYNC: Acquire pairs with the producer's tail store(Release) in `publish`, which
-        // follows the stamps of every message below it.
+        // follows the payloads and stamps of every message below it.
         let ready = ctl.tail.0.load(Ordering::Acquire).wrapping_sub(self.head);
-        let limit = if (1..=self.capacity).contains(&ready) { ready as usize } else { 1 };
-        let mut n = 0;
-        for slot in out.iter_mut().take(limit) {
-            match self.pop(slots) {
-                Pop::Item(value) => {
+        if !(1..=self.capacity).contains(&ready) || out.is_empty() {
+            return match (out.first_mut(), self.pop(slots)) {
+                (Some(slot), Pop::Item(value)) => {
                     *slot = value;
-                    n += 1;
+                    (1, false)
                 }
-                Pop::Empty => break,
-                Pop::Corrupt => return (n, true),
-            }
+                (_, Pop::Corrupt) => (0, true),
+                _ => (0, false),
+            };
         }
+        let n = out.len().min(ready as usize);
+        let last = self.head.wrapping_add(n as u64 - 1);
+        // SYNC: Acquire pairs with the producer's stamp store(Release) (redundant with the tail
+        // for an honest producer; here it checks the protocol).
+        if slots.stamp(last & self.mask).load(Ordering::Acquire) != last.wrapping_add(1) {
+            return (0, true);
+        }
+        for (k, slot) in out[..n].iter_mut().enumerate() {
+            let index = self.head.wrapping_add(k as u64) & self.mask;
+            // SAFETY: index < capacity; the position is below the published tail, so the
+            // producer finished writing it and will not write it again before we release it.
+            *slot = unsafe { slots.read(index) };
+        }
+        self.head = self.head.wrapping_add(n as u64);
         (n, false)
     }
 
@@ -382,6 +397,22 @@ mod tests {
         assert_eq!(c.pop(&slots), Pop::Item(1));
         assert_eq!(c.pop(&slots), Pop::Item(2));
         assert_eq!(c.pop(&slots), Pop::Item(3));
+    }
+
+    #[test]
+    fn batches_stop_at_the_published_tail_and_check_its_stamp() {
+        let (ctl, slots, mut p, mut c) = ring(8, u64::MAX - 2);
+        let mut out = [0u64; 8];
+        assert_eq!(c.pop_many(&ctl, &slots, &mut out), (0, false));
+        assert_eq!(p.push_slice(&ctl, &slots, &[1, 2, 3, 4, 5]).unwrap(), 5);
+        assert_eq!(c.pop_many(&ctl, &slots, &mut out[..3]), (3, false));
+        assert_eq!(out[..3], [1, 2, 3]);
+        assert_eq!(c.pop_many(&ctl, &slots, &mut out), (2, false));
+        assert_eq!(out[..2], [4, 5]);
+        c.release(&ctl);
+        // A tail that claims more than was stamped is a protocol violation.
+        ctl.tail.0.store(c.position().wrapping_add(3), Ordering::Relaxed);
+        assert_eq!(c.pop_many(&ctl, &slots, &mut out), (0, true));
     }
 
     #[test]
