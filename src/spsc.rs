@@ -23,6 +23,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Handles belong to the process that attached them: a child created by `fork` must not use
+//! a `Producer` or `Consumer` it inherited (its process identity differs); it inherits the
+//! [`Channel`] and attaches its own endpoint, as `examples/fork_pair.rs` does.
+//!
 //! # Delivery
 //! - Messages arrive in order, each exactly once, while both sides follow the protocol.
 //! - After the producer detaches (drop) or dies, everything it published is still delivered,

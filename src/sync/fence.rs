@@ -28,10 +28,20 @@ impl Fences {
     pub(crate) fn for_process() -> Self {
         #[cfg(not(shmchan_loom))]
         {
-            static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-            let asymmetric = *REGISTERED.get_or_init(|| {
-                crate::os::futex::membarrier_register() && crate::os::futex::membarrier_global()
-            });
+            // Registration belongs to the address space, which a forked child does not share:
+            // remember which process registered, and register again in a child.
+            static REGISTERED: std::sync::Mutex<Option<(u32, bool)>> = std::sync::Mutex::new(None);
+            let pid = std::process::id();
+            let mut registered = REGISTERED.lock().unwrap_or_else(|poison| poison.into_inner());
+            let asymmetric = match *registered {
+                Some((who, asymmetric)) if who == pid => asymmetric,
+                _ => {
+                    let asymmetric = crate::os::futex::membarrier_register()
+                        && crate::os::futex::membarrier_global();
+                    *registered = Some((pid, asymmetric));
+                    asymmetric
+                }
+            };
             Fences { asymmetric }
         }
         #[cfg(shmchan_loom)]
