@@ -132,6 +132,7 @@ struct Figures {
     per_message_8: f64,
     batched_8: f64,
     bytes_4k_per_s: f64,
+    plain_ring_bytes_per_s: f64,
 }
 
 fn parent_main(quick: bool) -> Result<()> {
@@ -165,6 +166,10 @@ fn parent_main(quick: bool) -> Result<()> {
         .num("value", copies)
         .num("bytes_per_s", bytes)
         .emit();
+
+    let t = plain_ring_floor(&plan, here, there);
+    fig.plain_ring_bytes_per_s = t.median * 4096.0;
+    emit_throughput("floor/plain_ring_threads/4KiB", 4096, &t);
 
     // Thread-only peer.
     let t = rtrb_threads(&plan, false, here, there);
@@ -218,6 +223,9 @@ fn parent_main(quick: bool) -> Result<()> {
         ("per_message_8B_vs_rtrb", fig.per_message_8 / fig.rtrb_per_message, ">=", 1.0),
         ("batched_8B_vs_rtrb_chunked", fig.batched_8 / fig.rtrb_chunked, ">=", 0.5),
         ("bytes_4KiB_vs_memcpy", fig.bytes_4k_per_s / fig.memcpy_bytes_per_s, ">=", 0.25),
+        // What a copying ring can reach on this machine: a plain index ring moving 4 KiB
+        // between two cores, with no checks at all.
+        ("bytes_4KiB_vs_plain_ring", fig.bytes_4k_per_s / fig.plain_ring_bytes_per_s, ">=", 0.8),
     ];
     for (name, value, cmp, target) in ratios {
         let met = if cmp == "<=" { value <= target } else { value >= target };
@@ -784,6 +792,71 @@ fn memcpy_floor(plan: &Plan) -> (f64, f64) {
     }
     let copies = Rates::from(rates, CHUNK).median;
     (copies, copies * LEN as f64)
+}
+
+/// The cross-core copy ceiling: a plain ring of 4 KiB buffers between two pinned threads (head
+/// and tail on their own lines, one copy in, one copy out, no validation), the same ring size
+/// as shmchan's 4 KiB throughput rows.
+fn plain_ring_floor(plan: &Plan, here: Option<usize>, there: Option<usize>) -> Rates {
+    const LEN: usize = 4096;
+    const SLOTS: usize = RING_BYTES / LEN;
+    #[repr(C, align(128))]
+    struct Index(AtomicU64);
+    let n = plan.messages(LEN) as u64;
+    let mut rates = Vec::new();
+    for rep in 0..=plan.reps {
+        let ring = vec![[0u64; LEN / 8]; SLOTS];
+        let ring_ptr = ring.as_ptr() as usize;
+        let (head, tail) = (Index(AtomicU64::new(0)), Index(AtomicU64::new(0)));
+        let barrier = Barrier::new(2);
+        let elapsed = std::thread::scope(|s| {
+            s.spawn(|| {
+                if let Some(c) = there {
+                    pin_to(c);
+                }
+                let mut src = [0u64; LEN / 8];
+                barrier.wait();
+                let (mut t, mut h) = (0u64, 0u64);
+                while t < n {
+                    while t - h >= SLOTS as u64 {
+                        h = head.0.load(Ordering::Acquire);
+                    }
+                    src[0] = t;
+                    let dst = (ring_ptr as *mut [u64; LEN / 8]).wrapping_add(t as usize % SLOTS);
+                    // SAFETY: slot t % SLOTS is inside `ring`, and the consumer released it
+                    // (t - head < SLOTS) before we write it.
+                    unsafe { std::ptr::copy_nonoverlapping(black_box(&src), dst, 1) };
+                    t += 1;
+                    tail.0.store(t, Ordering::Release);
+                }
+            });
+            if let Some(c) = here {
+                pin_to(c);
+            }
+            let mut dst = [0u64; LEN / 8];
+            barrier.wait();
+            let t0 = Instant::now();
+            let (mut h, mut t) = (0u64, 0u64);
+            while h < n {
+                while h == t {
+                    t = tail.0.load(Ordering::Acquire);
+                }
+                let src = (ring_ptr as *const [u64; LEN / 8]).wrapping_add(h as usize % SLOTS);
+                // SAFETY: slot h % SLOTS is inside `ring` and published (h < tail).
+                unsafe { std::ptr::copy_nonoverlapping(src, &mut dst, 1) };
+                assert_eq!(black_box(&dst)[0], h);
+                h += 1;
+                head.0.store(h, Ordering::Release);
+            }
+            t0.elapsed()
+        });
+        drop(ring);
+        // The first repetition warms caches and the scheduler; it is not counted.
+        if rep > 0 {
+            rates.push(n as f64 / elapsed.as_secs_f64());
+        }
+    }
+    Rates::from(rates, n as usize)
 }
 
 /// rtrb between two pinned threads of this process, 8-byte messages.
