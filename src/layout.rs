@@ -133,9 +133,9 @@ pub struct Line<T>(pub T);
 #[repr(C)]
 #[derive(Debug)]
 pub struct Endpoints {
-    /// [`EndpointWord`] of the producer.
+    /// Owner word of the producer (see [`endpoint`]).
     pub producer: AtomicU64,
-    /// [`EndpointWord`] of the consumer.
+    /// Owner word of the consumer (see [`endpoint`]).
     pub consumer: AtomicU64,
     /// Non-zero once an endpoint detected an inconsistency (informational: each endpoint also
     /// remembers it privately, so a peer clearing it changes nothing).

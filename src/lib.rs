@@ -28,7 +28,7 @@
 //! ```
 //!
 //! # Architecture
-//! - [`os`](crate::os) (private): system calls, the only user of `nix`/`libc`.
+//! - `os` (private): system calls, the only user of `nix`/`libc`.
 //! - `layout`: the segment format, shared by every backing.
 //! - `sync`: the loom shim, futex park/wake, the sleep handshake's fences, the wait strategy.
 //! - `ring`: the ring algorithms, pure logic over a control block and slot memory.

@@ -174,6 +174,17 @@ pub struct Channel<T> {
 impl<T: Pod> Channel<T> {
     /// Creates a segment of `options.capacity` slots of `T` in `backing`.
     ///
+    /// # Examples
+    /// ```
+    /// use shmchan::spsc::{Channel, Options};
+    /// use shmchan::Backing;
+    ///
+    /// // A parent and the children it forks share an anonymous segment: no name to clean up.
+    /// let chan = Channel::<[u8; 64]>::create(Backing::Anonymous, &Options::new().capacity(256))?;
+    /// assert_eq!(chan.capacity(), 256);
+    /// # Ok::<(), shmchan::OpenError>(())
+    /// ```
+    ///
     /// # Errors
     /// [`OpenError::AlreadyExists`] if the name is taken, [`OpenError::InvalidOption`] for a bad
     /// capacity or mode, [`OpenError::NoSpace`] if the space cannot be reserved, and the OS errors.
@@ -183,6 +194,19 @@ impl<T: Pod> Channel<T> {
     }
 
     /// Opens an existing segment, validating its header against `T`.
+    ///
+    /// # Examples
+    /// ```
+    /// use shmchan::spsc::{Channel, Options};
+    /// use shmchan::{Backing, OpenError};
+    ///
+    /// let name = format!("/shmchan-doc-open-{}", std::process::id());
+    /// let _chan = Channel::<u64>::create(Backing::posix(&name), &Options::new())?;
+    /// // The header records the element type: opening it as another type is refused.
+    /// let err = Channel::<u32>::open(Backing::posix(&name), &Options::new()).unwrap_err();
+    /// assert!(matches!(err, OpenError::TypeMismatch { .. }));
+    /// # Ok::<(), OpenError>(())
+    /// ```
     ///
     /// # Errors
     /// [`OpenError::NotFound`], [`OpenError::BadMagic`], [`OpenError::VersionMismatch`],
@@ -404,6 +428,19 @@ impl<T: Pod> Producer<T> {
     /// Sends `value` if there is room now. Never blocks and makes no system call unless the
     /// consumer sleeps.
     ///
+    /// # Examples
+    /// ```
+    /// use shmchan::spsc::{Channel, Options};
+    /// use shmchan::{Backing, TrySendError};
+    ///
+    /// let chan = Channel::<u32>::create(Backing::Anonymous, &Options::new().capacity(1))?;
+    /// let mut tx = chan.producer()?;
+    /// tx.try_send(1).unwrap();
+    /// // Full: the message comes back.
+    /// assert_eq!(tx.try_send(2), Err(TrySendError::Full(2)));
+    /// # Ok::<(), shmchan::OpenError>(())
+    /// ```
+    ///
     /// # Errors
     /// [`TrySendError::Full`] when the ring is full, [`TrySendError::Disconnected`] when the
     /// consumer detached or died, [`TrySendError::Corrupted`] once the ring failed a check.
@@ -443,7 +480,9 @@ impl<T: Pod> Producer<T> {
         value
     }
 
-    /// Sends `value`, waiting while the ring is full.
+    /// Sends `value`, waiting while the ring is full. Until a consumer first attaches, the
+    /// ring fills and then `send` waits for one: use [`send_timeout`](Self::send_timeout) to
+    /// bound that.
     ///
     /// # Errors
     /// [`SendError::Disconnected`] when the consumer detached or died; [`SendError::Corrupted`].
@@ -739,6 +778,22 @@ impl<T: Pod> Consumer<T> {
 
     /// Receives up to `buf.len()` ready messages into `buf`, releasing their slots at once;
     /// returns how many.
+    ///
+    /// # Examples
+    /// ```
+    /// use shmchan::spsc::{Channel, Options};
+    /// use shmchan::{Backing, TryRecvError};
+    ///
+    /// let chan = Channel::<u16>::create(Backing::Anonymous, &Options::new().capacity(64))?;
+    /// let (mut tx, mut rx) = (chan.producer()?, chan.consumer()?);
+    /// tx.send_slice(&[1, 2, 3]).unwrap();
+    /// let mut buf = [0u16; 8];
+    /// assert_eq!(rx.try_recv_into(&mut buf), Ok(3));
+    /// assert_eq!(&buf[..3], &[1, 2, 3]);
+    /// drop(tx);
+    /// assert_eq!(rx.try_recv_into(&mut buf), Err(TryRecvError::Disconnected));
+    /// # Ok::<(), shmchan::OpenError>(())
+    /// ```
     ///
     /// # Errors
     /// As [`try_recv`](Self::try_recv) when no message is ready (and `buf` is not empty).
