@@ -29,7 +29,8 @@
 //!     80  creator_pid      u32
 //!     84  (padding)        u32
 //!     88  creator_start    u64  creator's start time, clock ticks since boot
-//!     96  reserved       3×u64  zero
+//!     96  extra            u64  flavor-specific (0 for SPSC)
+//!    104  reserved       2×u64  zero
 //!    120  checksum         u64  FNV-1a over bytes 0..120 with init_state read as 0
 //!
 //! Slot (slot_stride bytes):
@@ -66,6 +67,7 @@ pub const FLAVOR_SPSC: u32 = 1;
 pub const HEADER_LEN: u64 = 128;
 pub const LINE: u64 = 128;
 pub const CONTROL_OFFSET: u64 = HEADER_LEN;
+/// Length of the SPSC control block.
 pub const CONTROL_LEN: u64 = 5 * LINE;
 pub const STAMP_LEN: u64 = 8;
 pub const PAGE: u64 = 4096;
@@ -98,7 +100,8 @@ pub struct RawHeader {
     pub creator_pid: u32,
     pub _pad0: u32,
     pub creator_start: u64,
-    pub reserved: [u64; 3],
+    pub extra: u64,
+    pub reserved: [u64; 2],
     pub checksum: u64,
 }
 
@@ -217,11 +220,36 @@ pub mod endpoint {
     }
 }
 
+/// What a kind of channel contributes to the common segment format: its flavor tag, its
+/// geometry (from the header's dimensions) and the initial state of its control block and slots.
+pub trait Flavor {
+    /// The header's `flavor` value.
+    const ID: u32;
+
+    /// The geometry for these dimensions, or why they are out of range. Called at creation and
+    /// again on every open, with the values read from the header.
+    fn geometry(
+        capacity: u64,
+        elem_size: u64,
+        elem_align: u64,
+        extra: u64,
+    ) -> Result<Geometry, String>;
+
+    /// Writes the control block and the slots' initial state for positions starting at `start`.
+    ///
+    /// # Safety
+    /// `base` must point to `geometry.segment_len` writable bytes, page aligned, that no other
+    /// process uses yet (the header's init word is not READY).
+    unsafe fn initialize(base: *mut u8, geometry: &Geometry, start: u64);
+}
+
 /// The geometry of a ring: every size and offset, derived from capacity and element type and
 /// validated once. Private copies of it bound every access; nothing here is re-read from the
 /// segment after open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Geometry {
+    /// Flavor-specific dimension recorded in the header's `extra` field.
+    pub extra: u64,
     pub capacity: u64,
     pub elem_size: u64,
     pub elem_align: u64,
@@ -232,9 +260,20 @@ pub struct Geometry {
 }
 
 impl Geometry {
-    /// Computes the geometry for `capacity` elements of `elem_size` bytes aligned to
-    /// `elem_align`, or says which input is out of range.
+    /// The geometry of a typed SPSC ring of `capacity` elements of `elem_size` bytes aligned to
+    /// `elem_align`, or which input is out of range.
     pub fn new(capacity: u64, elem_size: u64, elem_align: u64) -> Result<Self, String> {
+        Self::with_control(capacity, elem_size, elem_align, CONTROL_LEN, 0)
+    }
+
+    /// The geometry of a ring of stamped slots behind a control block of `control_len` bytes.
+    pub fn with_control(
+        capacity: u64,
+        elem_size: u64,
+        elem_align: u64,
+        control_len: u64,
+        extra: u64,
+    ) -> Result<Self, String> {
         if !capacity.is_power_of_two() || capacity > MAX_CAPACITY {
             return Err(format!("capacity {capacity} is not a power of two in 1..=2^32"));
         }
@@ -250,7 +289,7 @@ impl Geometry {
         if slot_stride < 64 {
             slot_stride = slot_stride.next_power_of_two();
         }
-        let slots_offset = round_up(CONTROL_OFFSET + CONTROL_LEN, elem_align.max(LINE));
+        let slots_offset = round_up(CONTROL_OFFSET + control_len, elem_align.max(LINE));
         let slots_len = capacity.checked_mul(slot_stride).ok_or("ring size overflows")?;
         let end = slots_offset.checked_add(slots_len).ok_or("ring size overflows")?;
         let segment_len = round_up(end, PAGE);
@@ -258,6 +297,7 @@ impl Geometry {
             return Err(format!("segment of {segment_len} bytes is too large"));
         }
         Ok(Geometry {
+            extra,
             capacity,
             elem_size,
             elem_align,
@@ -288,12 +328,12 @@ pub struct ElementType {
 /// Validates a header copy against what this build and the caller expect and against the
 /// object's real length. Checks run from the most to the least specific cause, so each kind of
 /// damage gets its own error. Returns the geometry to use from then on.
-pub fn validate_header(
+pub fn validate_header<F: Flavor>(
     h: &RawHeader,
-    flavor: u32,
     element: &ElementType,
     object_len: u64,
 ) -> Result<Geometry, OpenError> {
+    let flavor = F::ID;
     if h.magic != MAGIC {
         return Err(OpenError::BadMagic { found: h.magic });
     }
@@ -320,7 +360,8 @@ pub fn validate_header(
     if u64::from(h.header_len) != HEADER_LEN {
         return Err(corrupted(format!("header length {}", h.header_len)));
     }
-    let geometry = Geometry::new(h.capacity, h.elem_size, h.elem_align).map_err(corrupted)?;
+    let geometry =
+        F::geometry(h.capacity, h.elem_size, h.elem_align, h.extra).map_err(corrupted)?;
     if h.segment_len < geometry.segment_len {
         return Err(OpenError::TooSmall { expected: geometry.segment_len, found: h.segment_len });
     }
@@ -371,6 +412,7 @@ pub fn default_fingerprint<T>() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ring::spsc::SpscFlavor;
 
     fn header_for(g: &Geometry, fingerprint: u64) -> RawHeader {
         let mut h = RawHeader {
@@ -431,12 +473,12 @@ mod tests {
         let g = Geometry::new(64, 8, 8).unwrap();
         let el = ElementType { size: 8, align: 8, fingerprint: 7 };
         let good = header_for(&g, 7);
-        assert_eq!(validate_header(&good, FLAVOR_SPSC, &el, g.segment_len).unwrap(), g);
+        assert_eq!(validate_header::<SpscFlavor>(&good, &el, g.segment_len).unwrap(), g);
 
         let check = |edit: &dyn Fn(&mut RawHeader), len: u64, want: &str| {
             let mut h = good;
             edit(&mut h);
-            let err = validate_header(&h, FLAVOR_SPSC, &el, len).unwrap_err();
+            let err = validate_header::<SpscFlavor>(&h, &el, len).unwrap_err();
             let name = format!("{err:?}");
             assert!(name.starts_with(want), "{want}: got {name}");
         };
@@ -455,6 +497,7 @@ mod tests {
         check(&|h| h.slot_stride = 8, g.segment_len, "Corrupted");
         check(&|h| h.slots_offset = 0, g.segment_len, "Corrupted");
         check(&|h| h.creator_pid = 99, g.segment_len, "Corrupted");
+        check(&|h| h.extra = 1, g.segment_len, "Corrupted");
         check(&|h| h.reserved[1] = 1, g.segment_len, "Corrupted");
         check(&|h| h.checksum ^= 1, g.segment_len, "Corrupted");
     }

@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::error::OpenError;
-use crate::layout::{self, ElementType, Geometry, RawHeader, SpscControl};
+use crate::layout::{self, ElementType, Flavor, Geometry, RawHeader};
 use crate::os::process;
 use crate::os::segment::{self as os_seg, Mapping, OpenPolicy};
-use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::atomic::{AtomicU32, Ordering};
 
 /// Where a segment lives.
 ///
@@ -68,9 +68,10 @@ enum Cleanup {
 /// Parameters that creation and opening share.
 #[derive(Debug, Clone)]
 pub(crate) struct SegmentParams {
-    pub flavor: u32,
     pub element: ElementType,
     pub capacity: u64,
+    /// The flavor's extra dimension (header field `extra`).
+    pub extra: u64,
     pub mode: u32,
     pub remove_on_drop: bool,
     pub allow_foreign_owner: bool,
@@ -91,8 +92,12 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    pub(crate) fn create(backing: Backing, params: &SegmentParams) -> Result<Self, OpenError> {
-        let geometry = Geometry::new(params.capacity, params.element.size, params.element.align)
+    pub(crate) fn create<F: Flavor>(
+        backing: Backing,
+        params: &SegmentParams,
+    ) -> Result<Self, OpenError> {
+        let e = &params.element;
+        let geometry = F::geometry(params.capacity, e.size, e.align, params.extra)
             .map_err(|reason| OpenError::InvalidOption { reason })?;
         if params.mode & !0o777 != 0 {
             return Err(OpenError::InvalidOption { reason: format!("mode {:o}", params.mode) });
@@ -133,12 +138,12 @@ impl Segment {
         debug_assert!(mapping.len() as u64 >= geometry.segment_len);
         let segment =
             Segment { mapping, geometry, fd, sysv_id, cleanup, creator_pid: std::process::id() };
-        segment.initialize(params)?;
+        segment.initialize::<F>(params)?;
         Ok(segment)
     }
 
-    /// Writes header, control block and slot stamps, then publishes READY.
-    fn initialize(&self, params: &SegmentParams) -> Result<(), OpenError> {
+    /// Writes header, control block and slots, then publishes READY.
+    fn initialize<F: Flavor>(&self, params: &SegmentParams) -> Result<(), OpenError> {
         let g = &self.geometry;
         let me =
             process::current().map_err(|e| OpenError::Io { op: "/proc/self/stat", source: e })?;
@@ -147,7 +152,7 @@ impl Segment {
             init_state: 0,
             version_major: layout::VERSION_MAJOR,
             version_minor: layout::VERSION_MINOR,
-            flavor: params.flavor,
+            flavor: F::ID,
             header_len: layout::HEADER_LEN as u32,
             segment_len: g.segment_len,
             capacity: g.capacity,
@@ -159,7 +164,8 @@ impl Segment {
             creator_pid: me.pid,
             _pad0: 0,
             creator_start: me.start_ticks,
-            reserved: [0; 3],
+            extra: g.extra,
+            reserved: [0; 2],
             checksum: 0,
         };
         header.checksum = header.compute_checksum();
@@ -167,27 +173,19 @@ impl Segment {
         // SAFETY: the mapping is at least segment_len >= HEADER_LEN bytes and page aligned. A
         // volatile write forms no reference; openers read these bytes only after READY.
         unsafe { std::ptr::write_volatile(base.cast::<RawHeader>(), header) };
-        // SAFETY: the control block lies at CONTROL_OFFSET within the mapping, 128-aligned; it
-        // is written whole before READY, while no peer uses it.
-        unsafe {
-            std::ptr::write(
-                base.add(layout::CONTROL_OFFSET as usize).cast::<SpscControl>(),
-                SpscControl::new(params.start_position),
-            )
-        };
-        let start = params.start_position;
-        for k in 0..g.capacity {
-            let pos = start.wrapping_add(k);
-            let stamp = self.stamp(pos & g.mask());
-            stamp.store(crate::ring::spsc::initial_stamp(pos, g.capacity), Ordering::Relaxed);
-        }
+        // SAFETY: the mapping holds segment_len bytes, page aligned; no peer uses the control
+        // block or slots before READY below.
+        unsafe { F::initialize(base, g, params.start_position) };
         // SYNC: Release pairs with the opener's Acquire load in `wait_ready`: everything above
         // is visible to whoever sees READY.
         self.init_state().store(layout::INIT_READY, Ordering::Release);
         Ok(())
     }
 
-    pub(crate) fn open(backing: Backing, params: &SegmentParams) -> Result<Self, OpenError> {
+    pub(crate) fn open<F: Flavor>(
+        backing: Backing,
+        params: &SegmentParams,
+    ) -> Result<Self, OpenError> {
         let deadline = Instant::now() + params.open_timeout;
         let policy = OpenPolicy { allow_foreign_owner: params.allow_foreign_owner };
         let (mapping, object_len, fd, sysv_id) = match backing {
@@ -227,8 +225,7 @@ impl Segment {
             }
         };
         let header = wait_ready(&mapping, deadline)?;
-        let geometry =
-            layout::validate_header(&header, params.flavor, &params.element, object_len)?;
+        let geometry = layout::validate_header::<F>(&header, &params.element, object_len)?;
         debug_assert!(mapping.len() as u64 >= geometry.segment_len);
         Ok(Segment {
             mapping,
@@ -244,10 +241,16 @@ impl Segment {
         &self.geometry
     }
 
-    pub(crate) fn control(&self) -> &SpscControl {
-        // SAFETY: the mapping holds at least CONTROL_OFFSET + CONTROL_LEN bytes (geometry
-        // validated against the object length) at a 128-aligned offset of a page-aligned base.
-        // Every field is an atomic, so a shared reference tolerates other processes' writes.
+    /// The control block, as the flavor's type `C`.
+    ///
+    /// # Safety
+    /// `C` must be the control block type of the flavor this segment was created or validated
+    /// with (so it fits before `slots_offset`), and consist of atomics only: other processes
+    /// write it at any time.
+    #[inline(always)]
+    pub(crate) unsafe fn control<C>(&self) -> &C {
+        // SAFETY: per the contract, C lies at the 128-aligned CONTROL_OFFSET of a page-aligned
+        // mapping that the validated geometry says is long enough; atomics tolerate sharing.
         unsafe { &*self.mapping.base().as_ptr().add(layout::CONTROL_OFFSET as usize).cast() }
     }
 
@@ -255,12 +258,6 @@ impl Segment {
     pub(crate) fn slots_base(&self) -> *mut u8 {
         // SAFETY: slots_offset + capacity * stride <= segment_len <= mapping length (validated).
         unsafe { self.mapping.base().as_ptr().add(self.geometry.slots_offset as usize) }
-    }
-
-    fn stamp(&self, index: u64) -> &AtomicU64 {
-        assert!(index < self.geometry.capacity);
-        // SAFETY: index < capacity, so the stamp lies inside the validated slot array, 8-aligned.
-        unsafe { &*self.slots_base().add((index * self.geometry.slot_stride) as usize).cast() }
     }
 
     fn init_state(&self) -> &AtomicU32 {
@@ -295,8 +292,9 @@ impl Drop for Segment {
     }
 }
 
+/// Anything shorter cannot even hold a header.
 fn check_min_len(len: u64) -> Result<(), OpenError> {
-    let min = layout::CONTROL_OFFSET + layout::CONTROL_LEN;
+    let min = layout::HEADER_LEN;
     if len < min {
         return Err(OpenError::TooSmall { expected: min, found: len });
     }
@@ -319,7 +317,7 @@ fn wait_for_size(fd: &OwnedFd, deadline: Instant) -> Result<u64, OpenError> {
 /// Waits (bounded) for `init_state == READY`, then copies the header out.
 fn wait_ready(mapping: &Mapping, deadline: Instant) -> Result<RawHeader, OpenError> {
     let base = mapping.base().as_ptr();
-    // SAFETY: the mapping is at least CONTROL_OFFSET + CONTROL_LEN bytes (checked by the caller)
+    // SAFETY: the mapping is at least HEADER_LEN bytes (checked by the caller)
     // and page aligned; offset 8 is a 4-aligned u32 read atomically.
     let init_state: &AtomicU32 = unsafe { &*base.add(layout::INIT_STATE_OFFSET as usize).cast() };
     loop {

@@ -52,7 +52,7 @@ use crate::error::{
 use crate::layout::{self, ElementType, SpscControl, endpoint};
 use crate::os::process::{self, Liveness};
 use crate::ring::SharedSlots;
-use crate::ring::spsc::{ConsumerRing, Pop, ProducerRing, Push};
+use crate::ring::spsc::{ConsumerRing, Pop, ProducerRing, Push, SpscFlavor};
 use crate::segment::{Backing, Segment, SegmentParams};
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::fence::Fences;
@@ -146,7 +146,7 @@ impl Options {
 
     fn params<T>(&self) -> SegmentParams {
         SegmentParams {
-            flavor: layout::FLAVOR_SPSC,
+            extra: 0,
             element: ElementType {
                 size: size_of::<T>() as u64,
                 align: align_of::<T>() as u64,
@@ -189,7 +189,7 @@ impl<T: Pod> Channel<T> {
     /// [`OpenError::AlreadyExists`] if the name is taken, [`OpenError::InvalidOption`] for a bad
     /// capacity or mode, [`OpenError::NoSpace`] if the space cannot be reserved, and the OS errors.
     pub fn create(backing: Backing, options: &Options) -> Result<Self, OpenError> {
-        let segment = Segment::create(backing, &options.params::<T>())?;
+        let segment = Segment::create::<SpscFlavor>(backing, &options.params::<T>())?;
         Ok(Channel { segment: Arc::new(segment), wait: options.wait, _type: PhantomData })
     }
 
@@ -213,7 +213,7 @@ impl<T: Pod> Channel<T> {
     /// [`OpenError::TypeMismatch`], [`OpenError::TooSmall`], [`OpenError::NotInitialized`],
     /// [`OpenError::Corrupted`], [`OpenError::ForeignOwner`], [`OpenError::MissingSeals`]...
     pub fn open(backing: Backing, options: &Options) -> Result<Self, OpenError> {
-        let segment = Segment::open(backing, &options.params::<T>())?;
+        let segment = Segment::open::<SpscFlavor>(backing, &options.params::<T>())?;
         Ok(Channel { segment: Arc::new(segment), wait: options.wait, _type: PhantomData })
     }
 
@@ -223,7 +223,7 @@ impl<T: Pod> Channel<T> {
     /// [`OpenError::AlreadyAttached`] while another live producer holds it;
     /// [`OpenError::Corrupted`] if the recorded positions are impossible.
     pub fn producer(&self) -> Result<Producer<T>, OpenError> {
-        let ctl = self.segment.control();
+        let ctl = control(&self.segment);
         let me = claim(&ctl.endpoints.0.producer)?;
         let slots = self.slots();
         let ring = ProducerRing::attach::<T, _>(ctl, &slots, self.capacity() as u64)
@@ -246,7 +246,7 @@ impl<T: Pod> Channel<T> {
     /// # Errors
     /// As [`producer`](Self::producer).
     pub fn consumer(&self) -> Result<Consumer<T>, OpenError> {
-        let ctl = self.segment.control();
+        let ctl = control(&self.segment);
         let me = claim(&ctl.endpoints.0.consumer)?;
         let ring = ConsumerRing::attach(ctl, self.capacity() as u64)
             .map_err(|_| detach_after_failure(&ctl.endpoints.0.consumer, me))?;
@@ -276,7 +276,7 @@ impl<T: Pod> Channel<T> {
 
     /// Messages in the ring now, as far as the shared positions tell (a snapshot).
     pub fn len(&self) -> usize {
-        occupancy(self.segment.control(), self.segment.geometry().capacity)
+        occupancy(control(&self.segment), self.segment.geometry().capacity)
     }
 
     /// Whether the ring looked empty just now.
@@ -302,6 +302,14 @@ impl<T: Pod> Channel<T> {
     pub fn flush(&self) -> std::io::Result<()> {
         self.segment.flush()
     }
+}
+
+/// The SPSC control block of a segment opened or created as [`SpscFlavor`].
+#[inline(always)]
+fn control(segment: &Segment) -> &SpscControl {
+    // SAFETY: every Segment in this module was created or validated as SpscFlavor, whose
+    // control block is SpscControl (atomics only).
+    unsafe { segment.control::<SpscControl>() }
 }
 
 fn occupancy(ctl: &SpscControl, capacity: u64) -> usize {
@@ -422,7 +430,7 @@ unsafe impl<T: Send> Send for Producer<T> {}
 impl<T: Pod> Producer<T> {
     #[inline(always)]
     fn ctl(&self) -> &SpscControl {
-        self.segment.control()
+        control(&self.segment)
     }
 
     /// Sends `value` if there is room now. Never blocks and makes no system call unless the
@@ -453,7 +461,7 @@ impl<T: Pod> Producer<T> {
         if self.peer.known_gone(peer) {
             return Err(TrySendError::Disconnected(value));
         }
-        match self.ring.push(self.segment.control(), &self.slots, &value) {
+        match self.ring.push(control(&self.segment), &self.slots, &value) {
             Push::Done => {
                 wait::wake_if_sleeping(&self.ctl().consumer_wait.0, self.fences);
                 Ok(())
@@ -518,7 +526,7 @@ impl<T: Pod> Producer<T> {
         let segment = Arc::clone(&self.segment);
         let (wait, fences) = (self.wait, self.fences);
         let mut op = SendOne { producer: self, value };
-        match wait::block(&mut op, &segment.control().producer_wait.0, wait, fences, deadline) {
+        match wait::block(&mut op, &control(&segment).producer_wait.0, wait, fences, deadline) {
             Some(result) => result,
             None => Err(SendTimeoutError::Timeout(value)),
         }
@@ -537,7 +545,7 @@ impl<T: Pod> Producer<T> {
         if self.peer.known_gone(peer) {
             return Err(TrySendError::Disconnected(()));
         }
-        match self.ring.push_slice(self.segment.control(), &self.slots, values) {
+        match self.ring.push_slice(control(&self.segment), &self.slots, values) {
             Ok(0) if !values.is_empty() => Err(self.full_outcome((), peer, false)),
             Ok(n) => {
                 if n > 0 {
@@ -562,7 +570,7 @@ impl<T: Pod> Producer<T> {
             let segment = Arc::clone(&self.segment);
             let (wait, fences) = (self.wait, self.fences);
             let mut op = SendSlice { producer: self, values: &values[sent..] };
-            match wait::block(&mut op, &segment.control().producer_wait.0, wait, fences, None) {
+            match wait::block(&mut op, &control(&segment).producer_wait.0, wait, fences, None) {
                 Some(Ok(n)) => sent += n,
                 Some(Err(TrySendError::Corrupted(()))) => return Err(SendError::Corrupted(sent)),
                 Some(Err(_)) | None => return Err(SendError::Disconnected(sent)),
@@ -603,7 +611,7 @@ impl<T: Pod> Producer<T> {
 
 impl<T> Drop for Producer<T> {
     fn drop(&mut self) {
-        let ctl = self.segment.control();
+        let ctl = control(&self.segment);
         detach(&ctl.endpoints.0.producer, self.me);
         wait::wake_unconditionally(&ctl.consumer_wait.0);
     }
@@ -680,7 +688,7 @@ unsafe impl<T: Send> Send for Consumer<T> {}
 impl<T: Pod> Consumer<T> {
     #[inline(always)]
     fn ctl(&self) -> &SpscControl {
-        self.segment.control()
+        control(&self.segment)
     }
 
     /// Receives a message if one is ready. Never blocks and makes no system call unless the
@@ -772,7 +780,7 @@ impl<T: Pod> Consumer<T> {
         let segment = Arc::clone(&self.segment);
         let (wait, fences) = (self.wait, self.fences);
         let mut op = RecvOne { consumer: self };
-        wait::block(&mut op, &segment.control().consumer_wait.0, wait, fences, deadline)
+        wait::block(&mut op, &control(&segment).consumer_wait.0, wait, fences, deadline)
             .unwrap_or(Err(RecvTimeoutError::Timeout))
     }
 
@@ -804,7 +812,7 @@ impl<T: Pod> Consumer<T> {
         if buf.is_empty() {
             return Ok(0);
         }
-        let (n, corrupt) = self.ring.pop_many(self.segment.control(), &self.slots, buf);
+        let (n, corrupt) = self.ring.pop_many(control(&self.segment), &self.slots, buf);
         if corrupt {
             if n > 0 {
                 self.release();
@@ -852,7 +860,7 @@ impl<T: Pod> Consumer<T> {
         let segment = Arc::clone(&self.segment);
         let (wait, fences) = (self.wait, self.fences);
         let mut op = RecvMany { consumer: self, buf };
-        wait::block(&mut op, &segment.control().consumer_wait.0, wait, fences, deadline)
+        wait::block(&mut op, &control(&segment).consumer_wait.0, wait, fences, deadline)
             .unwrap_or(Err(RecvTimeoutError::Timeout))
     }
 
@@ -892,7 +900,7 @@ impl<T: Pod> Consumer<T> {
 
 impl<T> Drop for Consumer<T> {
     fn drop(&mut self) {
-        let ctl = self.segment.control();
+        let ctl = control(&self.segment);
         detach(&ctl.endpoints.0.consumer, self.me);
         wait::wake_unconditionally(&ctl.producer_wait.0);
     }

@@ -92,7 +92,10 @@ fn every_damaged_header_field_gives_its_error() {
         ("creator_start", 88, 1u64.to_le_bytes().to_vec(), |e| {
             matches!(e, OpenError::Corrupted { .. })
         }),
-        ("reserved", 96, 1u64.to_le_bytes().to_vec(), |e| matches!(e, OpenError::Corrupted { .. })),
+        ("extra", 96, 1u64.to_le_bytes().to_vec(), |e| matches!(e, OpenError::Corrupted { .. })),
+        ("reserved", 104, 1u64.to_le_bytes().to_vec(), |e| {
+            matches!(e, OpenError::Corrupted { .. })
+        }),
         ("checksum", 120, (!header.checksum).to_le_bytes().to_vec(), |e| {
             matches!(e, OpenError::Corrupted { .. })
         }),

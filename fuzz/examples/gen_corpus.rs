@@ -356,7 +356,8 @@ fn open_segment_seeds() {
         ("slots-offset", |h| h.slots_offset = 0),
         ("fingerprint", |h| h.fingerprint ^= 1),
         ("creator-pid", |h| h.creator_pid = 1),
-        ("reserved", |h| h.reserved = [1, 2, 3]),
+        ("extra", |h| h.extra = 1),
+        ("reserved", |h| h.reserved = [1, 2]),
     ];
     for (name, f) in edits {
         c.add(&format!("raw-header-{name}"), &raw(0, &edit(&good, true, f), basic));

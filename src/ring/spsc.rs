@@ -24,7 +24,7 @@
 //! capacity held privately: a head more than `capacity` behind the tail, or a stamp that is
 //! neither "published" nor "previous lap", is corruption, reported once and remembered.
 
-use crate::layout::SpscControl;
+use crate::layout::{self, Flavor, Geometry, SpscControl};
 use crate::ring::SlotMemory;
 use crate::sync::atomic::Ordering;
 
@@ -33,6 +33,45 @@ use crate::sync::atomic::Ordering;
 #[inline(always)]
 pub(crate) fn initial_stamp(position: u64, capacity: u64) -> u64 {
     position.wrapping_add(1).wrapping_sub(capacity)
+}
+
+/// The typed SPSC ring in a segment: [`SpscControl`] then stamped slots.
+pub(crate) struct SpscFlavor;
+
+impl Flavor for SpscFlavor {
+    const ID: u32 = layout::FLAVOR_SPSC;
+
+    fn geometry(
+        capacity: u64,
+        elem_size: u64,
+        elem_align: u64,
+        extra: u64,
+    ) -> Result<Geometry, String> {
+        if extra != 0 {
+            return Err(format!("SPSC segments record no extra dimension, found {extra}"));
+        }
+        Geometry::new(capacity, elem_size, elem_align)
+    }
+
+    unsafe fn initialize(base: *mut u8, g: &Geometry, start: u64) {
+        // SAFETY: the caller gives us the whole segment, unused by anyone else; the control
+        // block lies at CONTROL_OFFSET (128-aligned) within it.
+        unsafe {
+            core::ptr::write(
+                base.add(layout::CONTROL_OFFSET as usize).cast::<SpscControl>(),
+                SpscControl::new(start),
+            );
+        }
+        for k in 0..g.capacity {
+            let position = start.wrapping_add(k);
+            let index = position & g.mask();
+            // SAFETY: index < capacity, so the stamp lies inside the slot array (validated
+            // geometry), 8-aligned; it is written before anyone else can see the segment.
+            let stamp: &crate::sync::atomic::AtomicU64 =
+                unsafe { &*base.add((g.slots_offset + index * g.slot_stride) as usize).cast() };
+            stamp.store(initial_stamp(position, g.capacity), Ordering::Relaxed);
+        }
+    }
 }
 
 /// A peer broke the protocol: the ring must not be used again.
