@@ -43,6 +43,8 @@ pub enum OpenError {
     Corrupted { reason: String },
     /// The endpoint (producer or consumer) is held by another live process.
     AlreadyAttached { pid: u32 },
+    /// Every endpoint slot of that role is held by a live process (MPMC: `max_endpoints`).
+    TooManyEndpoints { max: u64 },
     /// Another system call failed.
     Io { op: &'static str, source: io::Error },
 }
@@ -112,6 +114,9 @@ impl fmt::Display for OpenError {
             OpenError::Corrupted { reason } => write!(f, "segment corrupted: {reason}"),
             OpenError::AlreadyAttached { pid } => {
                 write!(f, "endpoint already attached by live process {pid}")
+            }
+            OpenError::TooManyEndpoints { max } => {
+                write!(f, "all {max} endpoint slots of that role are held by live processes")
             }
             OpenError::Io { op, source } => write!(f, "{op}: {source}"),
         }

@@ -63,6 +63,8 @@ pub const VERSION_MINOR: u16 = 0;
 pub const INIT_READY: u32 = u32::from_le_bytes(*b"RDY!");
 /// Flavor tag of a typed single-producer/single-consumer ring.
 pub const FLAVOR_SPSC: u32 = 1;
+/// Flavor tag of a typed multi-producer/multi-consumer ring.
+pub const FLAVOR_MPMC: u32 = 2;
 
 pub const HEADER_LEN: u64 = 128;
 pub const LINE: u64 = 128;
@@ -159,6 +161,27 @@ pub struct SpscControl {
     pub producer_wait: Line<AtomicU32>,
     /// The consumer's futex word: [`AWAKE`] or [`SLEEPING`] (waiting for data).
     pub consumer_wait: Line<AtomicU32>,
+}
+
+/// Sleepers of one side of a ring with many waiters (an event count): `waiters` counts the
+/// announced sleepers, `epoch` is the futex word they sleep on and every wake-up bumps.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Waiters {
+    pub waiters: AtomicU32,
+    pub epoch: AtomicU32,
+}
+
+impl Waiters {
+    pub fn new() -> Self {
+        Waiters { waiters: AtomicU32::new(0), epoch: AtomicU32::new(0) }
+    }
+}
+
+impl Default for Waiters {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Futex word values.

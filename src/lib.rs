@@ -45,9 +45,11 @@
 #![warn(missing_docs)]
 #![cfg_attr(shmchan_loom, allow(dead_code, unused_imports))]
 
+mod endpoint;
 mod error;
 #[doc(hidden)]
 pub mod layout;
+pub mod mpmc;
 mod os;
 mod ring;
 mod segment;

@@ -23,6 +23,12 @@ pub(crate) fn wake_all(word: &AtomicU32) {
     unsafe { crate::os::futex::wake(word.as_ptr(), u32::MAX) };
 }
 
+#[cfg(not(shmchan_loom))]
+pub(crate) fn wake_one(word: &AtomicU32) {
+    // SAFETY: `word` is a live reference to an aligned u32-sized atomic, mapped for the call.
+    unsafe { crate::os::futex::wake(word.as_ptr(), 1) };
+}
+
 #[cfg(shmchan_loom)]
 mod model {
     use loom::sync::{Condvar, Mutex};
@@ -42,6 +48,14 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, _timeout: Duration) -> WaitO
     }
     drop(cond.wait(guard).unwrap());
     WaitOutcome::Woken
+}
+
+/// The model wakes every sleeper where the real code wakes one. That hides no lost wake-up:
+/// every sleeper on one word waits for the same condition, so any one woken can proceed, and
+/// one that finds nothing sleeps again.
+#[cfg(shmchan_loom)]
+pub(crate) fn wake_one(word: &AtomicU32) {
+    wake_all(word);
 }
 
 #[cfg(shmchan_loom)]

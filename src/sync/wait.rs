@@ -22,7 +22,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::layout::{AWAKE, SLEEPING};
+use crate::layout::{AWAKE, SLEEPING, Waiters};
 use crate::sync::atomic::{AtomicU32, Ordering, spin_hint};
 use crate::sync::fence::Fences;
 use crate::sync::park::{self, WaitOutcome};
@@ -64,10 +64,62 @@ pub(crate) trait Attempt {
     fn check_peer(&mut self);
 }
 
+/// Where a blocked side announces itself and sleeps.
+pub(crate) trait Sleeper {
+    /// What `sleep` needs to know from the announcement.
+    type Token: Copy;
+    /// Says "I am about to sleep" (before the heavy fence and the re-check).
+    fn announce(&self) -> Self::Token;
+    /// Sleeps at most `slice`, unless a waker has acted since `announce`.
+    fn sleep(&self, token: Self::Token, slice: Duration) -> WaitOutcome;
+    /// Withdraws the announcement (after sleeping, or when the re-check succeeded).
+    fn retire(&self, token: Self::Token);
+}
+
+/// One sleeper per word (SPSC): the word says `AWAKE` or `SLEEPING`.
+impl Sleeper for AtomicU32 {
+    type Token = ();
+
+    fn announce(&self) {
+        self.store(SLEEPING, Ordering::Relaxed);
+    }
+
+    fn sleep(&self, (): (), slice: Duration) -> WaitOutcome {
+        park::wait(self, SLEEPING, slice)
+    }
+
+    fn retire(&self, (): ()) {
+        self.store(AWAKE, Ordering::Relaxed);
+    }
+}
+
+/// Any number of sleepers (MPMC), as an event count: a sleeper counts itself in `waiters`, then
+/// reads `epoch` and sleeps while it is unchanged; a waker that sees `waiters > 0` bumps `epoch`
+/// and wakes. The epoch is read after the count is raised, both SeqCst, so a waker whose bump
+/// the sleeper already read has its publication ordered before the sleeper's re-check.
+impl Sleeper for Waiters {
+    type Token = u32;
+
+    fn announce(&self) -> u32 {
+        // SYNC: SeqCst pairs with the waker's SeqCst load of `waiters` and bump of `epoch` in
+        // `notify`: see the type-level note.
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    fn sleep(&self, epoch: u32, slice: Duration) -> WaitOutcome {
+        park::wait(&self.epoch, epoch, slice)
+    }
+
+    fn retire(&self, _: u32) {
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Waits until `op.attempt()` finishes or `deadline` passes (`None` then).
-pub(crate) fn block<A: Attempt>(
+pub(crate) fn block<A: Attempt, S: Sleeper + ?Sized>(
     op: &mut A,
-    word: &AtomicU32,
+    word: &S,
     strategy: WaitStrategy,
     fences: Fences,
     deadline: Option<Instant>,
@@ -121,14 +173,14 @@ pub(crate) fn block<A: Attempt>(
             None => SLICE,
         };
         // Announce, then re-check: pairs with the waker's publish + light fence + load of `word`.
-        word.store(SLEEPING, Ordering::Relaxed);
+        let token = word.announce();
         fences.heavy();
         if let Some(done) = op.attempt() {
-            word.store(AWAKE, Ordering::Relaxed);
+            word.retire(token);
             return Some(done);
         }
-        let outcome = park::wait(word, SLEEPING, slice);
-        word.store(AWAKE, Ordering::Relaxed);
+        let outcome = word.sleep(token, slice);
+        word.retire(token);
 
         let now = Instant::now();
         if now.duration_since(last_peer_check) >= PEER_CHECK_INTERVAL {
@@ -164,6 +216,31 @@ fn wake_cold(word: &AtomicU32) {
     if word.swap(AWAKE, Ordering::Relaxed) != AWAKE {
         park::wake_all(word);
     }
+}
+
+/// Wakes one (or, with `all`, every) sleeper counted in `w`, if any announced itself. Called by
+/// the waker after it published.
+#[inline(always)]
+pub(crate) fn notify(w: &Waiters, fences: Fences, all: bool) {
+    fences.light();
+    if w.waiters.load(Ordering::Relaxed) != 0 {
+        notify_cold(w, all);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn notify_cold(w: &Waiters, all: bool) {
+    // SYNC: SeqCst pairs with the sleeper's SeqCst epoch load in `Waiters::announce`.
+    w.epoch.fetch_add(1, Ordering::SeqCst);
+    if all { park::wake_all(&w.epoch) } else { park::wake_one(&w.epoch) }
+}
+
+/// Wakes every sleeper counted in `w`, whatever the count says (disconnect, poisoning).
+pub(crate) fn notify_unconditionally(w: &Waiters) {
+    crate::sync::atomic::fence(Ordering::SeqCst);
+    w.epoch.fetch_add(1, Ordering::SeqCst);
+    park::wake_all(&w.epoch);
 }
 
 /// Wakes whoever sleeps on `word`, whatever it announced (disconnect, poisoning).

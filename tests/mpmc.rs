@@ -1,0 +1,160 @@
+//! MPMC channels in one process: exactly-once delivery across threads, disconnect rules,
+//! registry limits, clones, and the API conventions shared with SPSC.
+
+mod common;
+
+use std::time::Duration;
+
+use common::ShmName;
+use shmchan::mpmc::{Channel, Options};
+use shmchan::{Backing, OpenError, RecvError, RecvTimeoutError, TryRecvError, TrySendError};
+
+#[test]
+fn every_message_exactly_once_across_threads_in_per_sender_order() {
+    let chan =
+        Channel::<[u64; 2]>::create(Backing::Anonymous, &Options::new().capacity(16)).unwrap();
+    let senders = 4u64;
+    let per_sender = 50_000u64;
+    let receivers: Vec<_> = (0..3).map(|_| chan.receiver().unwrap()).collect();
+    let sender_handles: Vec<_> = (0..senders).map(|_| chan.sender().unwrap()).collect();
+    let results = std::thread::scope(|s| {
+        for (id, mut tx) in sender_handles.into_iter().enumerate() {
+            s.spawn(move || {
+                for seq in 0..per_sender {
+                    tx.send([id as u64, seq]).unwrap();
+                }
+            });
+        }
+        let joins: Vec<_> = receivers
+            .into_iter()
+            .map(|mut rx| {
+                s.spawn(move || {
+                    let mut last = vec![None::<u64>; senders as usize];
+                    let mut got = Vec::new();
+                    loop {
+                        match rx.recv_timeout(Duration::from_secs(30)) {
+                            Ok([id, seq]) => {
+                                let prev = &mut last[id as usize];
+                                assert!(prev.is_none_or(|p| p < seq), "per-sender order");
+                                *prev = Some(seq);
+                                got.push((id, seq));
+                            }
+                            Err(RecvTimeoutError::Disconnected) => break got,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        joins.into_iter().flat_map(|j| j.join().unwrap()).collect::<Vec<_>>()
+    });
+    let mut all = results;
+    all.sort_unstable();
+    let expected: Vec<_> =
+        (0..senders).flat_map(|id| (0..per_sender).map(move |s| (id, s))).collect();
+    assert_eq!(all.len(), expected.len());
+    assert_eq!(all, expected, "every message exactly once");
+    assert_eq!(chan.lost_messages(), 0);
+}
+
+#[test]
+fn disconnect_waits_for_the_first_sender_and_then_for_the_last() {
+    let chan = Channel::<u32>::create(Backing::Anonymous, &Options::new().capacity(4)).unwrap();
+    let mut rx = chan.receiver().unwrap();
+    assert_eq!(rx.try_recv(), Err(TryRecvError::Empty), "no sender yet: wait, not disconnect");
+    let mut a = chan.sender().unwrap();
+    let mut b = a.clone();
+    let mut c = chan.sender().unwrap();
+    a.send(1).unwrap();
+    b.send(2).unwrap();
+    c.send(3).unwrap();
+    drop((a, c));
+    assert_eq!(rx.recv(), Ok(1));
+    assert_eq!(rx.try_recv(), Ok(2));
+    assert_eq!(rx.try_recv(), Ok(3));
+    assert_eq!(rx.try_recv(), Err(TryRecvError::Empty), "a clone still holds the entry");
+    drop(b);
+    assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
+    assert_eq!(rx.recv(), Err(RecvError::Disconnected));
+}
+
+#[test]
+fn senders_see_disconnected_with_the_value_back() {
+    let chan = Channel::<u32>::create(Backing::Anonymous, &Options::new().capacity(2)).unwrap();
+    let mut tx = chan.sender().unwrap();
+    tx.try_send(1).unwrap();
+    let rx = chan.receiver().unwrap();
+    let rx2 = rx.clone();
+    tx.try_send(2).unwrap();
+    assert_eq!(tx.try_send(3), Err(TrySendError::Full(3)));
+    drop((rx, rx2));
+    assert_eq!(tx.try_send(4), Err(TrySendError::Disconnected(4)));
+    assert_eq!(tx.send(5).unwrap_err().into_inner(), 5);
+}
+
+#[test]
+fn a_blocked_receiver_wakes_when_the_last_sender_leaves() {
+    let chan = Channel::<u8>::create(
+        Backing::Anonymous,
+        &Options::new().wait_strategy(shmchan::WaitStrategy::Sleep),
+    )
+    .unwrap();
+    let tx = chan.sender().unwrap();
+    let mut rxs: Vec<_> = (0..3).map(|_| chan.receiver().unwrap()).collect();
+    let waiters: Vec<_> =
+        rxs.drain(..).map(|mut rx| std::thread::spawn(move || rx.recv())).collect();
+    std::thread::sleep(Duration::from_millis(50));
+    drop(tx);
+    for w in waiters {
+        assert_eq!(w.join().unwrap(), Err(RecvError::Disconnected));
+    }
+}
+
+#[test]
+fn the_registry_limits_endpoints_and_reuses_detached_entries() {
+    let opts = Options::new().capacity(4).max_endpoints(2);
+    let chan = Channel::<u64>::create(Backing::Anonymous, &opts).unwrap();
+    let a = chan.sender().unwrap();
+    let _b = chan.sender().unwrap();
+    assert!(matches!(chan.sender(), Err(OpenError::TooManyEndpoints { max: 2 })));
+    let _r = chan.receiver().unwrap();
+    drop(a);
+    chan.sender().expect("a detached entry is reused");
+}
+
+#[test]
+fn options_are_validated() {
+    for opts in [
+        Options::new().capacity(1),
+        Options::new().capacity(6),
+        Options::new().max_endpoints(0),
+        Options::new().max_endpoints(1 << 20),
+    ] {
+        assert!(matches!(
+            Channel::<u64>::create(Backing::Anonymous, &opts),
+            Err(OpenError::InvalidOption { .. })
+        ));
+    }
+}
+
+#[test]
+fn posix_segments_open_by_name_and_check_the_flavor() {
+    let name = ShmName::new("mpmc-open");
+    let chan = Channel::<u64>::create(Backing::posix(&name.0), &Options::new()).unwrap();
+    let opened = Channel::<u64>::open(Backing::posix(&name.0), &Options::new()).unwrap();
+    assert_eq!(opened.capacity(), chan.capacity());
+    let mut tx = opened.sender().unwrap();
+    let mut rx = chan.receiver().unwrap();
+    tx.send_slice(&[1, 2, 3]).unwrap();
+    let mut buf = [0u64; 8];
+    assert_eq!(rx.try_recv_into(&mut buf), Ok(3));
+    assert_eq!(&buf[..3], &[1, 2, 3]);
+    // An SPSC view of an MPMC segment is refused.
+    assert!(matches!(
+        shmchan::spsc::Channel::<u64>::open(
+            Backing::posix(&name.0),
+            &shmchan::spsc::Options::new()
+        ),
+        Err(OpenError::FlavorMismatch { .. })
+    ));
+}
