@@ -65,6 +65,8 @@ pub const INIT_READY: u32 = u32::from_le_bytes(*b"RDY!");
 pub const FLAVOR_SPSC: u32 = 1;
 /// Flavor tag of a typed multi-producer/multi-consumer ring.
 pub const FLAVOR_MPMC: u32 = 2;
+/// Flavor tag of a single-producer/single-consumer byte ring (variable-length records).
+pub const FLAVOR_BYTES: u32 = 3;
 
 pub const HEADER_LEN: u64 = 128;
 pub const LINE: u64 = 128;

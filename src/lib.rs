@@ -45,6 +45,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(shmchan_loom, allow(dead_code, unused_imports))]
 
+pub mod bytes;
 mod endpoint;
 mod error;
 #[doc(hidden)]
@@ -58,6 +59,8 @@ mod sync;
 
 #[cfg(all(test, shmchan_loom))]
 mod loom_models;
+#[cfg(all(test, shmchan_loom))]
+mod loom_models_bytes;
 
 pub use error::{
     OpenError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,

@@ -79,3 +79,20 @@ fn ring_ops_corpus_replays() {
     assert!(total.recv_disconnected > 0, "no receive met a gone producer: {total:?}");
     assert!(total.reattached > 0, "no endpoint was attached again: {total:?}");
 }
+
+#[test]
+fn bytes_ops_corpus_replays() {
+    let mut total = harness::bytes::BytesStats::default();
+    replay("bytes_ops", harness::bytes::bytes_ops, |s| total.absorb(s));
+    assert!(total.ops > 0 && total.sent > 0 && total.received > 0, "{total:?}");
+    assert!(total.full > 0, "no send met a full ring: {total:?}");
+    assert!(total.empty > 0, "no receive met an empty ring: {total:?}");
+    assert!(total.too_large > 0, "no oversized send: {total:?}");
+    assert!(total.paddings > 0, "no record needed padding at the wrap: {total:?}");
+    assert!(total.partial_commits > 0, "no grant was committed shorter: {total:?}");
+    assert!(total.dropped_grants > 0, "no grant was dropped uncommitted: {total:?}");
+    assert!(total.send_disconnected > 0, "no send met a gone consumer: {total:?}");
+    assert!(total.recv_disconnected > 0, "no receive met a gone producer: {total:?}");
+    assert!(total.hostile_inputs > 0 && total.pokes > 0, "no peer write: {total:?}");
+    assert!(total.corrupted > 0, "no forged value was reported as Corrupted: {total:?}");
+}

@@ -14,6 +14,8 @@
 //! Both return counters of what the input reached, so the replay test can check that the corpus
 //! still covers the interesting outcomes.
 
+pub mod bytes;
+
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::{File, OpenOptions};

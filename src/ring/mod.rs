@@ -4,6 +4,7 @@
 //! mapped segment ([`SharedSlots`]) and over heap memory ([`HeapSlots`]), so loom and Miri can
 //! check it.
 
+pub(crate) mod bytes;
 pub(crate) mod mpmc;
 pub(crate) mod spsc;
 
