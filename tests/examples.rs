@@ -128,3 +128,28 @@ fn the_demo_runs_and_cleans_up() {
     let leftover = format!("/dev/shm/shmchan-demo-{pid}");
     assert!(!std::path::Path::new(&leftover).exists(), "the demo left {leftover}");
 }
+
+#[test]
+fn the_mpmc_workers_do_every_job_exactly_once() {
+    let mut run =
+        run(Command::new(example("mpmc_workers")).args(["--workers", "3", "--jobs", "50000"]));
+    let pid = run.pid();
+    let (status, out) = run.output_timeout(TIMEOUT);
+    assert!(status.success(), "{out}");
+    assert!(out.contains("50000 jobs done exactly once"), "{out}");
+    assert!(out.contains("lost messages: 0"), "{out}");
+    for ring in ["jobs", "done"] {
+        let leftover = format!("/dev/shm/shmchan-workers-{pid}-{ring}");
+        assert!(!std::path::Path::new(&leftover).exists(), "left {leftover}");
+    }
+}
+
+#[test]
+fn the_log_shipper_collects_every_record() {
+    let mut run =
+        run(Command::new(example("log_shipper")).args(["--shippers", "3", "--records", "20000"]));
+    let (status, out) = run.output_timeout(TIMEOUT);
+    assert!(status.success(), "{out}");
+    assert!(out.contains("collected 60000 records"), "{out}");
+    assert!(out.contains("every sequence and checksum intact"), "{out}");
+}
