@@ -396,7 +396,9 @@ impl Drop for Shared {
 struct Liveness {
     verdicts: HashMap<(bool, u16), (u64, Instant, bool)>,
     polls: u32,
-    last_scan: Option<Instant>,
+    /// When the last full scan ran, and whether it found every endpoint gone; reused until
+    /// the next scan is due.
+    last_scan: Option<(Instant, bool)>,
 }
 
 impl Liveness {
@@ -436,18 +438,17 @@ impl Liveness {
         if attached.load(Ordering::Relaxed) == 0 {
             return true;
         }
-        if !force {
+        if !force && let Some((at, verdict)) = self.last_scan {
+            // Keep failed polls cheap: read the clock once per 256 of them.
             self.polls = self.polls.wrapping_add(1);
-            if self.last_scan.is_some() && self.polls % 256 != 0 {
-                return false;
-            }
-            let now = Instant::now();
-            if self.last_scan.is_some_and(|t| now.duration_since(t) < PEER_CHECK_INTERVAL) {
-                return false;
+            if self.polls % 256 != 0 || Instant::now().duration_since(at) < PEER_CHECK_INTERVAL {
+                return verdict;
             }
         }
-        self.last_scan = Some(Instant::now());
-        (0..segment.geometry().extra).all(|i| self.entry_gone(segment, role, i as u16))
+        let verdict =
+            (0..segment.geometry().extra).all(|i| self.entry_gone(segment, role, i as u16));
+        self.last_scan = Some((Instant::now(), verdict));
+        verdict
     }
 }
 

@@ -96,3 +96,23 @@ fn bytes_ops_corpus_replays() {
     assert!(total.hostile_inputs > 0 && total.pokes > 0, "no peer write: {total:?}");
     assert!(total.corrupted > 0, "no forged value was reported as Corrupted: {total:?}");
 }
+
+#[test]
+fn mpmc_ops_corpus_replays() {
+    let mut total = harness::mpmc::MpmcStats::default();
+    replay("mpmc_ops", harness::mpmc::mpmc_ops, |s| total.absorb(s));
+    assert!(total.ops > 0 && total.sent > 0 && total.received > 0, "{total:?}");
+    assert!(total.full > 0, "no send met a full ring: {total:?}");
+    assert!(total.empty > 0, "no receive met an empty ring: {total:?}");
+    assert!(total.send_disconnected > 0, "no send met gone receivers: {total:?}");
+    assert!(total.recv_disconnected > 0, "no receive met gone senders: {total:?}");
+    assert!(total.too_many > 0, "no attach met TooManyEndpoints: {total:?}");
+    assert!(total.reattached > 0, "no endpoint attached after a detach: {total:?}");
+    assert!(total.clones > 0, "no handle was cloned: {total:?}");
+    assert!(total.blocking > 0, "no blocking call was checked: {total:?}");
+    assert!(total.hostile_inputs > 0 && total.pokes > 0, "no peer write: {total:?}");
+    assert!(total.crashes > 0, "no crashed endpoint was forged: {total:?}");
+    assert!(total.lost_resolved > 0, "no dead claim was resolved and counted: {total:?}");
+    assert!(total.corrupted > 0, "no forged state was reported as Corrupted: {total:?}");
+    assert!(total.reopened > 0, "no segment was opened again: {total:?}");
+}

@@ -15,6 +15,7 @@
 //! still covers the interesting outcomes.
 
 pub mod bytes;
+pub mod mpmc;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};

@@ -213,7 +213,7 @@ fn decode(word: u64, slot: u64, mask: u64) -> State {
     } else if word & mask == slot {
         State::Free(word)
     } else if word.wrapping_sub(1) & mask == slot {
-        State::Full(word - 1)
+        State::Full(word.wrapping_sub(1))
     } else {
         State::Invalid
     }
@@ -490,6 +490,9 @@ impl Ring {
     ) -> u64 {
         let mut lost = 0;
         let tail = ctl.tail.0.load(Ordering::Acquire);
+        if tail >= MAX_POSITION {
+            return 0;
+        }
         for slot_index in 0..self.capacity {
             let slot = slots.stamp(slot_index);
             let word = slot.load(Ordering::Acquire);
@@ -615,6 +618,19 @@ mod tests {
         }
         assert_eq!(r.pop::<u64, _>(&ctl, &slots, 0, never), Pop::Empty);
         assert_eq!(ctl.head.0.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn forged_values_at_the_edges_of_the_range_never_overflow() {
+        let (ctl, slots, r) = ring(4, 0);
+        // State 0 in the last slot decodes as "full at position u64::MAX": invalid, no panic.
+        SlotMemory::<u64>::stamp(&slots, 3).store(0, Ordering::Relaxed);
+        ctl.head.0.store(3, Ordering::Relaxed);
+        assert_eq!(r.pop::<u64, _>(&ctl, &slots, 0, never), Pop::Corrupt);
+        // A dead index's claim with a tail near u64::MAX: nothing to resolve, no panic.
+        SlotMemory::<u64>::stamp(&slots, 1).store(writing(7, 1), Ordering::Relaxed);
+        ctl.tail.0.store(u64::MAX - 1, Ordering::Relaxed);
+        assert_eq!(r.release_claims_of::<u64, _>(&ctl, &slots, 7, false), 0);
     }
 
     #[test]
