@@ -1,5 +1,10 @@
-//! Cross-process benchmark suite: shmchan between two processes, beside the floors it is judged
-//! against, and the ratios to those floors, all measured in one run.
+//! Cross-process benchmark suite: shmchan between processes, beside the floors and thread-only
+//! peers it is judged against, and the ratios to those, all measured in one run.
+//!
+//! Besides the SPSC rows: MPMC throughput with P sender and C receiver processes (1P1C, 2P2C,
+//! 4P4C, 8-byte messages, default wait strategy) beside `crossbeam_queue::ArrayQueue` with 2+2
+//! threads, and the byte ring (64 B to 64 KiB records), copying (`send`/`recv`) and zero-copy
+//! (`grant` + `write_at` + `commit`; `read` + three `read_pod::<u64>` words).
 //!
 //! ```sh
 //! cargo bench --bench ipc              # about 2 minutes
@@ -25,6 +30,8 @@ use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
+use shmchan::bytes as byte_ring;
+use shmchan::mpmc;
 use shmchan::spsc::{Channel, Consumer, Options, Producer};
 use shmchan::{Backing, RecvError, TryRecvError, TrySendError, WaitStrategy};
 
@@ -91,6 +98,10 @@ struct Plan {
     rep_bytes: usize,
     /// Time spent copying in the memcpy floor.
     memcpy_time: Duration,
+    /// Messages per MPMC (and ArrayQueue) repetition, over all senders.
+    mpmc_messages: usize,
+    /// MPMC repetitions (each with fresh processes and segments); the median is reported.
+    mpmc_reps: usize,
 }
 
 impl Plan {
@@ -102,6 +113,8 @@ impl Plan {
                 reps: 3,
                 rep_bytes: 16 << 20,
                 memcpy_time: Duration::from_millis(200),
+                mpmc_messages: 400_000,
+                mpmc_reps: 3,
             }
         } else {
             Plan {
@@ -110,6 +123,8 @@ impl Plan {
                 reps: 7,
                 rep_bytes: 64 << 20,
                 memcpy_time: Duration::from_secs(1),
+                mpmc_messages: 2_000_000,
+                mpmc_reps: 5,
             }
         }
     }
@@ -133,6 +148,10 @@ struct Figures {
     batched_8: f64,
     bytes_4k_per_s: f64,
     plain_ring_bytes_per_s: f64,
+    mpmc_2p2c: f64,
+    mpmc_4p4c: f64,
+    arrayqueue_2p2c: f64,
+    zero_copy_4k_bytes_per_s: f64,
 }
 
 fn parent_main(quick: bool) -> Result<()> {
@@ -216,6 +235,41 @@ fn parent_main(quick: bool) -> Result<()> {
         }
     }
 
+    // MPMC across processes (each sender and receiver its own process), and its thread-only
+    // peer with the same message count.
+    for (senders, receivers) in [(1, 1), (2, 2), (4, 4)] {
+        let t = mpmc_throughput(&plan, senders, receivers, &cpus)?;
+        match senders {
+            2 => fig.mpmc_2p2c = t.median,
+            4 => fig.mpmc_4p4c = t.median,
+            _ => {}
+        }
+        throughput_json(&format!("throughput/mpmc/{senders}p{receivers}c/8B"), 8, &t)
+            .text("wait", "spin_then_sleep")
+            .emit();
+    }
+    let t = arrayqueue_threads(&plan, 2, 2, &cpus);
+    fig.arrayqueue_2p2c = t.median;
+    emit_throughput("arrayqueue_threads/2p2c/8B", 8, &t);
+
+    // The byte ring across processes.
+    for zero_copy in [false, true] {
+        for size in BYTES_SIZES {
+            let t = bytes_throughput(&plan, size, zero_copy, there)?;
+            if zero_copy && size == 4096 {
+                fig.zero_copy_4k_bytes_per_s = t.median * 4096.0;
+            }
+            let (kind, consume) = if zero_copy {
+                ("zero_copy", "read_pod_3_words")
+            } else {
+                ("copy", "recv_into_vec")
+            };
+            throughput_json(&format!("throughput/bytes/{kind}/{}", size_name(size)), size, &t)
+                .text("consume", consume)
+                .emit();
+        }
+    }
+
     // Ratios, from the figures above.
     let ratios = [
         ("spin_latency_vs_cacheline_floor", fig.spin_8_p50 / fig.cacheline_p50, "<=", 1.25),
@@ -226,6 +280,20 @@ fn parent_main(quick: bool) -> Result<()> {
         // What a copying ring can reach on this machine: a plain index ring moving 4 KiB
         // between two cores, with no checks at all.
         ("bytes_4KiB_vs_plain_ring", fig.bytes_4k_per_s / fig.plain_ring_bytes_per_s, ">=", 0.8),
+        ("mpmc_2p2c_vs_arrayqueue_2p2c", fig.mpmc_2p2c / fig.arrayqueue_2p2c, ">=", 1.0),
+        ("mpmc_4p4c_vs_mpmc_2p2c", fig.mpmc_4p4c / fig.mpmc_2p2c, ">=", 0.5),
+        (
+            "bytes_zero_copy_4KiB_vs_memcpy",
+            fig.zero_copy_4k_bytes_per_s / fig.memcpy_bytes_per_s,
+            ">=",
+            0.4,
+        ),
+        (
+            "bytes_zero_copy_4KiB_vs_plain_ring",
+            fig.zero_copy_4k_bytes_per_s / fig.plain_ring_bytes_per_s,
+            ">=",
+            0.8,
+        ),
     ];
     for (name, value, cmp, target) in ratios {
         let met = if cmp == "<=" { value <= target } else { value >= target };
@@ -324,6 +392,11 @@ fn emit_latency(name: &str, s: &Latency) {
 }
 
 fn emit_throughput(name: &str, size: usize, t: &Rates) {
+    throughput_json(name, size, t).emit();
+}
+
+/// A throughput row, for callers that add fields before emitting it.
+fn throughput_json(name: &str, size: usize, t: &Rates) -> Json {
     Json::new(name, "msg/s")
         .num("value", t.median)
         .num("bytes_per_s", t.median * size as f64)
@@ -331,7 +404,6 @@ fn emit_throughput(name: &str, size: usize, t: &Rates) {
         .num("worst", t.worst)
         .num("reps", t.reps as f64)
         .num("messages_per_rep", t.messages as f64)
-        .emit();
 }
 
 /// A JSON object written by hand: names are ours, values numbers, short strings or booleans.
@@ -502,6 +574,36 @@ impl Peer {
     }
 }
 
+impl Peer {
+    /// Fails if the child has already exited other than cleanly; never reaps it (WNOWAIT), so
+    /// its pid stays ours for the watchdog and for `finish`/drop.
+    fn check(&self) -> Result<()> {
+        let Some(child) = &self.child else { return Ok(()) };
+        // SAFETY: all-zero is a valid siginfo_t (si_pid 0 means "no event").
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a valid out-pointer of the right type; the pid is an unreaped child
+        // of ours; WNOWAIT leaves it unreaped.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                child.id(),
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        if rc != 0 {
+            return Err(format!("waitid: {}", std::io::Error::last_os_error()).into());
+        }
+        // SAFETY: waitid filled `info` for a child state change, or left it all zero.
+        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        if pid == 0 || (info.si_code == libc::CLD_EXITED && status == 0) {
+            Ok(())
+        } else {
+            Err(format!("child {pid} failed (si_code {}, status {status})", info.si_code).into())
+        }
+    }
+}
+
 impl Drop for Peer {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -660,6 +762,19 @@ fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
 fn futex_wake(word: &AtomicU32) {
     // SAFETY: as in `futex_wait`; FUTEX_WAKE reads nothing.
     unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, 1) };
+}
+
+fn futex_wake_all(word: &AtomicU32) {
+    // SAFETY: as in `futex_wake`.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX) };
+}
+
+/// CLOCK_MONOTONIC in ns: unlike `Instant`, comparable between processes of one host.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1168,6 +1283,457 @@ where
 }
 
 // ---------------------------------------------------------------------------------------------
+// MPMC across processes, and ArrayQueue between threads
+// ---------------------------------------------------------------------------------------------
+
+/// Control block of one MPMC repetition (a [`RawShm`]): children count themselves in at
+/// `READY`, wait on the `GO` futex word, and each receiver leaves its result in its own line.
+const MP_READY: usize = 512;
+const MP_GO: usize = 640;
+const MP_DONE: usize = 768;
+const MP_RESULTS: usize = 1024;
+const MP_RESULT_STRIDE: usize = 128;
+/// Receivers a control block has result lines for.
+const MP_MAX_RECEIVERS: usize = (RAW_LEN - MP_RESULTS) / MP_RESULT_STRIDE;
+/// A message is `sender << SENDER_SHIFT | seq`.
+const SENDER_SHIFT: u32 = 48;
+const SEQ_MASK: u64 = (1 << SENDER_SHIFT) - 1;
+/// How long one repetition may take before it counts as hung.
+const MP_REP_LIMIT: Duration = Duration::from_secs(60);
+
+/// What one receiver (process or thread) saw.
+#[derive(Default, Clone, Copy)]
+struct Tally {
+    count: u64,
+    sum: u64,
+    /// Sum of `mix(message)`: a loss and a duplicate that cancel in count and sum do not
+    /// cancel here.
+    mixed: u64,
+    /// Messages out of order for their sender (or from a sender that does not exist).
+    disorder: u64,
+}
+
+impl Tally {
+    fn add(&mut self, v: u64, next_seq: &mut [u64]) {
+        let (sender, seq) = ((v >> SENDER_SHIFT) as usize, v & SEQ_MASK);
+        match next_seq.get_mut(sender) {
+            // Per sender, one receiver sees strictly increasing sequence numbers.
+            Some(next) if seq >= *next => *next = seq + 1,
+            _ => self.disorder += 1,
+        }
+        self.count += 1;
+        self.sum = self.sum.wrapping_add(v);
+        self.mixed = self.mixed.wrapping_add(mix(v));
+    }
+
+    fn merge(&mut self, other: &Tally) {
+        self.count += other.count;
+        self.sum = self.sum.wrapping_add(other.sum);
+        self.mixed = self.mixed.wrapping_add(other.mixed);
+        self.disorder += other.disorder;
+    }
+
+    /// What `senders` senders of `per_sender` messages each should add up to.
+    fn expected(senders: usize, per_sender: u64) -> Self {
+        let mut t = Tally::default();
+        let mut next = vec![0; senders];
+        for s in 0..senders as u64 {
+            for seq in 0..per_sender {
+                t.add(s << SENDER_SHIFT | seq, &mut next);
+            }
+        }
+        t
+    }
+
+    /// Fails unless `self` is exactly `want`: nothing lost, nothing duplicated, order kept.
+    fn check(&self, want: &Tally, what: &str) -> Result<()> {
+        if self.disorder != 0 {
+            return Err(format!("{what}: {} messages out of order", self.disorder).into());
+        }
+        if (self.count, self.sum, self.mixed) != (want.count, want.sum, want.mixed) {
+            return Err(format!(
+                "{what}: received {} messages (sum {:#x}, mix {:#x}), sent {} (sum {:#x}, mix \
+                 {:#x})",
+                self.count, self.sum, self.mixed, want.count, want.sum, want.mixed
+            )
+            .into());
+        }
+        Ok(())
+    }
+}
+
+/// splitmix64's finaliser.
+fn mix(v: u64) -> u64 {
+    let mut z = v.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Where sender `s` and receiver `r` run: roles interleaved over the CPUs, so that with two
+/// CPUs each has as many senders as receivers (and 1P1C puts them on different CPUs).
+fn mp_cpu(cpus: &[usize], receiver: bool, k: usize) -> Option<usize> {
+    if cpus.is_empty() {
+        return None;
+    }
+    Some(cpus[(k + usize::from(receiver)) % cpus.len()])
+}
+
+/// P sender and C receiver processes over one MPMC segment of `u64`, default wait strategy.
+/// Each repetition has fresh processes and segments (the end of a repetition is the senders'
+/// detach); the rate runs from the parent's start signal to the last message received (each
+/// receiver notes when it first found the ring empty after a message, on CLOCK_MONOTONIC).
+fn mpmc_throughput(plan: &Plan, senders: usize, receivers: usize, cpus: &[usize]) -> Result<Rates> {
+    assert!(receivers <= MP_MAX_RECEIVERS);
+    let per_sender = (plan.mpmc_messages / senders) as u64;
+    let want = Tally::expected(senders, per_sender);
+    let mut rates = Vec::new();
+    for rep in 0..=plan.mpmc_reps {
+        let (chan_name, ctl_name) = (ShmName::new("mpmc"), ShmName::new("mpmc-ctl"));
+        let opts = mpmc::Options::new()
+            .capacity(MAX_CAPACITY)
+            .max_endpoints(senders.max(receivers) as u64);
+        let chan = mpmc::Channel::<u64>::create(Backing::posix(&chan_name.0), &opts)?;
+        let ctl = RawShm::create(&ctl_name.0)?;
+        let names = [chan_name.0.as_str(), ctl_name.0.as_str()];
+        // Declared after the segments, so an error kills and reaps the children first.
+        let mut peers = Vec::with_capacity(senders + receivers);
+        for r in 0..receivers {
+            let param = format!("{r},{senders}");
+            peers.push(Peer::spawn("mpmc_receiver", &names, &param, mp_cpu(cpus, true, r))?);
+        }
+        for s in 0..senders {
+            let param = format!("{s},{per_sender}");
+            peers.push(Peer::spawn("mpmc_sender", &names, &param, mp_cpu(cpus, false, s))?);
+        }
+        let everyone = (senders + receivers) as u64;
+        wait_for_peers(&peers, || ctl.u64_at(MP_READY).load(Ordering::Acquire) == everyone)?;
+        let t0 = monotonic_ns();
+        ctl.u32_at(MP_GO).store(1, Ordering::Release);
+        futex_wake_all(ctl.u32_at(MP_GO));
+        wait_for_peers(&peers, || ctl.u64_at(MP_DONE).load(Ordering::Acquire) == receivers as u64)?;
+        let mut total = Tally::default();
+        let mut last = t0;
+        for r in 0..receivers {
+            let at = MP_RESULTS + r * MP_RESULT_STRIDE;
+            let word = |i: usize| ctl.u64_at(at + 8 * i).load(Ordering::Acquire);
+            total.merge(&Tally { count: word(0), sum: word(1), mixed: word(2), disorder: word(3) });
+            last = last.max(word(4));
+        }
+        for peer in peers {
+            peer.finish()?;
+        }
+        total.check(&want, &format!("mpmc {senders}p{receivers}c"))?;
+        if chan.lost_messages() != 0 {
+            return Err(format!("mpmc: {} messages lost", chan.lost_messages()).into());
+        }
+        // The first repetition warms caches and the scheduler; it is not counted.
+        if rep > 0 {
+            rates.push(want.count as f64 / ((last - t0) as f64 * 1e-9));
+        }
+    }
+    Ok(Rates::from(rates, (per_sender * senders as u64) as usize))
+}
+
+/// Sleeps in short steps until `done()`; fails when a child failed or the time ran out.
+fn wait_for_peers(peers: &[Peer], mut done: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + MP_REP_LIMIT;
+    while !done() {
+        for peer in peers {
+            peer.check()?;
+        }
+        if Instant::now() >= deadline {
+            return Err("mpmc children did not finish in time".into());
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    Ok(())
+}
+
+/// Counts this child in and sleeps until the parent's start signal.
+fn mp_ready_and_wait(ctl: &RawShm) -> Result<()> {
+    ctl.u64_at(MP_READY).fetch_add(1, Ordering::AcqRel);
+    let go = ctl.u32_at(MP_GO);
+    let deadline = Instant::now() + MP_REP_LIMIT;
+    while go.load(Ordering::Acquire) == 0 {
+        if Instant::now() >= deadline {
+            return Err("no start signal".into());
+        }
+        futex_wait(go, 0, Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+fn mpmc_sender_child(names: &[&str], id: u64, count: u64) -> Result<()> {
+    let chan = mpmc::Channel::<u64>::open(Backing::posix(names[0]), &mpmc::Options::new())?;
+    let mut tx = chan.sender()?;
+    let ctl = RawShm::open(names[1])?;
+    mp_ready_and_wait(&ctl)?;
+    for seq in 0..count {
+        // The non-blocking call first: `send` sets up a wait (and clones an Arc) per call.
+        match tx.try_send(id << SENDER_SHIFT | seq) {
+            Ok(()) => {}
+            Err(TrySendError::Full(v)) => tx.send(v).map_err(|e| format!("send: {e}"))?,
+            Err(e) => return Err(format!("send: {e}").into()),
+        }
+    }
+    // Dropping the sender detaches it; the last detach tells the receivers to finish.
+    Ok(())
+}
+
+fn mpmc_receiver_child(names: &[&str], id: usize, senders: usize) -> Result<()> {
+    let chan = mpmc::Channel::<u64>::open(Backing::posix(names[0]), &mpmc::Options::new())?;
+    let mut rx = chan.receiver()?;
+    let ctl = RawShm::open(names[1])?;
+    if id >= MP_MAX_RECEIVERS {
+        return Err(format!("receiver {id} has no result line").into());
+    }
+    mp_ready_and_wait(&ctl)?;
+    let mut tally = Tally::default();
+    let mut next_seq = vec![0u64; senders];
+    let mut last = monotonic_ns();
+    // Whether a message arrived since `last` was taken.
+    let mut fresh = false;
+    loop {
+        let v = match rx.try_recv() {
+            Ok(v) => v,
+            Err(TryRecvError::Empty) => {
+                // The clock is read only when the ring runs dry, not per message.
+                if fresh {
+                    last = monotonic_ns();
+                    fresh = false;
+                }
+                match rx.recv() {
+                    Ok(v) => v,
+                    Err(RecvError::Disconnected) => break,
+                    Err(e) => return Err(format!("recv: {e}").into()),
+                }
+            }
+            Err(TryRecvError::Disconnected) => break,
+            Err(e) => return Err(format!("recv: {e}").into()),
+        };
+        fresh = true;
+        tally.add(v, &mut next_seq);
+    }
+    if fresh {
+        last = monotonic_ns();
+    }
+    let at = MP_RESULTS + id * MP_RESULT_STRIDE;
+    for (i, v) in
+        [tally.count, tally.sum, tally.mixed, tally.disorder, last].into_iter().enumerate()
+    {
+        ctl.u64_at(at + 8 * i).store(v, Ordering::Relaxed);
+    }
+    ctl.u64_at(MP_DONE).fetch_add(1, Ordering::AcqRel);
+    Ok(())
+}
+
+/// `crossbeam_queue::ArrayQueue` of the MPMC rows' capacity, between producer and consumer
+/// threads of this process pinned as the MPMC processes are, with the same message count,
+/// checks and end mark. Full and empty are waited out with crossbeam's `Backoff` (spin, then
+/// yield), the usual way with this queue, which has no blocking calls.
+fn arrayqueue_threads(plan: &Plan, producers: usize, consumers: usize, cpus: &[usize]) -> Rates {
+    use crossbeam_queue::ArrayQueue;
+    use crossbeam_utils::Backoff;
+
+    let per_producer = (plan.mpmc_messages / producers) as u64;
+    let want = Tally::expected(producers, per_producer);
+    let mut rates = Vec::new();
+    for rep in 0..=plan.mpmc_reps {
+        let queue = ArrayQueue::<u64>::new(MAX_CAPACITY);
+        let finished = AtomicUsize::new(0);
+        let barrier = Barrier::new(producers + consumers + 1);
+        let (t0, results) = std::thread::scope(|s| {
+            for p in 0..producers {
+                let (queue, finished, barrier) = (&queue, &finished, &barrier);
+                s.spawn(move || {
+                    if let Some(c) = mp_cpu(cpus, false, p) {
+                        pin_to(c);
+                    }
+                    barrier.wait();
+                    for seq in 0..per_producer {
+                        let mut v = (p as u64) << SENDER_SHIFT | seq;
+                        let backoff = Backoff::new();
+                        while let Err(back) = queue.push(v) {
+                            v = back;
+                            backoff.snooze();
+                        }
+                    }
+                    finished.fetch_add(1, Ordering::Release);
+                });
+            }
+            let handles: Vec<_> = (0..consumers)
+                .map(|c| {
+                    let (queue, finished, barrier) = (&queue, &finished, &barrier);
+                    s.spawn(move || {
+                        if let Some(cpu) = mp_cpu(cpus, true, c) {
+                            pin_to(cpu);
+                        }
+                        let mut tally = Tally::default();
+                        let mut next_seq = vec![0u64; producers];
+                        barrier.wait();
+                        let mut last = Instant::now();
+                        let mut fresh = false;
+                        let backoff = Backoff::new();
+                        loop {
+                            if let Some(v) = queue.pop() {
+                                fresh = true;
+                                tally.add(v, &mut next_seq);
+                                backoff.reset();
+                                continue;
+                            }
+                            if fresh {
+                                last = Instant::now();
+                                fresh = false;
+                            }
+                            // Every push happened before the count was raised: one more look
+                            // after seeing it is conclusive.
+                            if finished.load(Ordering::Acquire) == producers {
+                                match queue.pop() {
+                                    Some(v) => {
+                                        fresh = true;
+                                        tally.add(v, &mut next_seq);
+                                        continue;
+                                    }
+                                    None => break,
+                                }
+                            }
+                            backoff.snooze();
+                        }
+                        if fresh {
+                            last = Instant::now();
+                        }
+                        (tally, last)
+                    })
+                })
+                .collect();
+            barrier.wait();
+            let t0 = Instant::now();
+            let results: Vec<_> =
+                handles.into_iter().map(|h| h.join().expect("consumer thread")).collect();
+            (t0, results)
+        });
+        let mut total = Tally::default();
+        let mut last = t0;
+        for (tally, at) in &results {
+            total.merge(tally);
+            last = last.max(*at);
+        }
+        if let Err(e) = total.check(&want, "arrayqueue") {
+            panic!("{e}");
+        }
+        // The first repetition warms caches and the scheduler; it is not counted.
+        if rep > 0 {
+            rates.push(want.count as f64 / last.duration_since(t0).as_secs_f64());
+        }
+    }
+    Rates::from(rates, (per_producer * producers as u64) as usize)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The byte ring across processes
+// ---------------------------------------------------------------------------------------------
+
+const BYTES_SIZES: [usize; 4] = [64, 1024, 4096, 64 * 1024];
+/// The data area: the SPSC rows' ring size, which also holds a 64 KiB record (a record may
+/// take at most half the area, header included: max_message <= 128 KiB - 8).
+const BYTES_CAPACITY: usize = RING_BYTES;
+const BYTES_MAX_MESSAGE: usize = 64 * 1024;
+const _: () = assert!(BYTES_MAX_MESSAGE <= BYTES_CAPACITY / 2 - 8);
+
+/// The prepared message of `size` bytes; the first word carries the sequence number.
+fn bytes_pattern(size: usize) -> Vec<u8> {
+    (0..size).map(|i| (i * 131 + 7) as u8).collect()
+}
+
+/// The word at `offset` of the pattern.
+fn pattern_word(pattern: &[u8], offset: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&pattern[offset..offset + 8]);
+    u64::from_ne_bytes(w)
+}
+
+/// The child produces `n` records of `size` bytes whenever the parent asks (over a `go`
+/// channel), always as grant + `write_at` of a prepared buffer + commit (`send` is exactly
+/// that); the parent times their arrival and consumes each one either by copying it out
+/// (`recv` into a reused Vec) or in place: three `read_pod::<u64>` (first, middle and last
+/// word, bounded copies of 8 bytes each; no `unsafe` volatile read is needed for that), checked
+/// against the pattern. Both sides use `WaitStrategy::Spin`, as the SPSC throughput rows do.
+fn bytes_throughput(
+    plan: &Plan,
+    size: usize,
+    zero_copy: bool,
+    cpu: Option<usize>,
+) -> Result<Rates> {
+    let n = plan.messages(size);
+    let (data_name, go_name) = (ShmName::new("bytes"), ShmName::new("go"));
+    let opts = byte_ring::Options::new()
+        .capacity_bytes(BYTES_CAPACITY)
+        .max_message(BYTES_MAX_MESSAGE)
+        .wait_strategy(WaitStrategy::Spin);
+    let mut rx = byte_ring::Channel::create(Backing::posix(&data_name.0), &opts)?.consumer()?;
+    let mut go = Channel::<u64>::create(Backing::posix(&go_name.0), &Options::new())?.producer()?;
+    let param = format!("{size},{}", if zero_copy { "zero_copy" } else { "copy" });
+    let peer = Peer::spawn("bytes_source", &[&data_name.0, &go_name.0], &param, cpu)?;
+
+    let pattern = bytes_pattern(size);
+    let (mid, end) = ((size / 2) & !7, size - 8);
+    let (want_mid, want_end) = (pattern_word(&pattern, mid), pattern_word(&pattern, end));
+    let mut buf = Vec::with_capacity(size);
+    let mut rates = Vec::new();
+    for rep in 0..=plan.reps {
+        go.send(n as u64).map_err(|e| format!("go: {e}"))?;
+        let t0 = Instant::now();
+        for seq in 0..n as u64 {
+            let words = if zero_copy {
+                let grant = rx.read().map_err(|e| format!("read: {e}"))?;
+                let word = |at| grant.read_pod::<u64>(at).unwrap_or(!0);
+                (grant.len(), word(0), word(mid), word(end))
+            } else {
+                let len = rx.recv(&mut buf).map_err(|e| format!("recv: {e}"))?;
+                let word = |at| buf.get(at..at + 8).map_or(!0, |w| pattern_word(w, 0));
+                (len, word(0), word(mid), word(end))
+            };
+            if words != (size, seq, want_mid, want_end) {
+                return Err(format!(
+                    "record {seq}: got len {} seq {} words {:#x} {:#x}",
+                    words.0, words.1, words.2, words.3
+                )
+                .into());
+            }
+        }
+        let elapsed = t0.elapsed();
+        // The first repetition warms caches and the scheduler; it is not counted.
+        if rep > 0 {
+            rates.push(n as f64 / elapsed.as_secs_f64());
+        }
+    }
+    drop(go);
+    peer.finish()?;
+    Ok(Rates::from(rates, n))
+}
+
+fn bytes_source_child(names: &[&str], size: usize, zero_copy: bool) -> Result<()> {
+    let opts = byte_ring::Options::new().wait_strategy(WaitStrategy::Spin);
+    let mut tx = byte_ring::Channel::open(Backing::posix(names[0]), &opts)?.producer()?;
+    let mut go = Channel::<u64>::open(Backing::posix(names[1]), &Options::new())?.consumer()?;
+    let mut msg = bytes_pattern(size);
+    while let Ok(n) = go.recv() {
+        for seq in 0..n {
+            msg[..8].copy_from_slice(&seq.to_ne_bytes());
+            if zero_copy {
+                let mut grant = tx.grant(size).map_err(|e| format!("grant: {e}"))?;
+                grant.write_at(0, &msg);
+                grant.commit(size);
+            } else {
+                tx.send(&msg).map_err(|e| format!("send: {e}"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
 // Child
 // ---------------------------------------------------------------------------------------------
 
@@ -1193,6 +1759,19 @@ fn child_main(role: &str) -> Result<()> {
             } else {
                 by_size!(words * 8, source_child(&names, what == "batched"))
             }
+        }
+        "mpmc_sender" | "mpmc_receiver" => {
+            let id: usize = parts.next().unwrap_or("").parse()?;
+            let n: u64 = parts.next().unwrap_or("").parse()?;
+            if role == "mpmc_sender" {
+                mpmc_sender_child(&names, id as u64, n)
+            } else {
+                mpmc_receiver_child(&names, id, n as usize)
+            }
+        }
+        "bytes_source" => {
+            let size: usize = parts.next().unwrap_or("").parse()?;
+            bytes_source_child(&names, size, parts.next() == Some("zero_copy"))
         }
         other => Err(format!("unknown role {other}").into()),
     }

@@ -551,6 +551,12 @@ impl<T: Pod> Sender<T> {
     /// # Errors
     /// [`SendError::Disconnected`] once every receiver is gone; [`SendError::Corrupted`].
     pub fn send(&mut self, value: T) -> Result<(), SendError<T>> {
+        match self.try_send(value) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(_)) => {}
+            Err(TrySendError::Disconnected(v)) => return Err(SendError::Disconnected(v)),
+            Err(TrySendError::Corrupted(v)) => return Err(SendError::Corrupted(v)),
+        }
         self.send_until(value, None).map_err(|e| match e {
             SendTimeoutError::Corrupted(v) => SendError::Corrupted(v),
             SendTimeoutError::Timeout(v) | SendTimeoutError::Disconnected(v) => {
@@ -708,6 +714,12 @@ impl<T: Pod> Receiver<T> {
     /// [`RecvError::Disconnected`] once every sender is gone and the ring is drained;
     /// [`RecvError::Corrupted`].
     pub fn recv(&mut self) -> Result<T, RecvError> {
+        match self.try_recv() {
+            Ok(value) => return Ok(value),
+            Err(TryRecvError::Empty) => {}
+            Err(TryRecvError::Disconnected) => return Err(RecvError::Disconnected),
+            Err(TryRecvError::Corrupted) => return Err(RecvError::Corrupted),
+        }
         self.recv_until(None).map_err(|e| match e {
             RecvTimeoutError::Corrupted => RecvError::Corrupted,
             _ => RecvError::Disconnected,
@@ -722,6 +734,7 @@ impl<T: Pod> Receiver<T> {
         self.recv_until(Some(Instant::now() + timeout))
     }
 
+    #[inline(never)]
     fn recv_until(&mut self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
         let shared = Arc::clone(&self.end.shared);
         let (wait, fences) = (self.end.wait, self.end.fences);

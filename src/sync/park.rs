@@ -23,12 +23,6 @@ pub(crate) fn wake_all(word: &AtomicU32) {
     unsafe { crate::os::futex::wake(word.as_ptr(), u32::MAX) };
 }
 
-#[cfg(not(shmchan_loom))]
-pub(crate) fn wake_one(word: &AtomicU32) {
-    // SAFETY: `word` is a live reference to an aligned u32-sized atomic, mapped for the call.
-    unsafe { crate::os::futex::wake(word.as_ptr(), 1) };
-}
-
 #[cfg(shmchan_loom)]
 mod model {
     use loom::sync::{Condvar, Mutex};

@@ -53,7 +53,9 @@ pub(crate) const PEER_CHECK_INTERVAL: Duration = Duration::from_millis(25);
 /// Futex returns without progress tolerated before backing off.
 const FUTILE_WAKEUPS_BEFORE_BACKOFF: u32 = 16;
 const BACKOFF_SLEEP: Duration = Duration::from_millis(1);
-const SPINS_PER_YIELD: u32 = 1 << 12;
+/// Spinning attempts between two yields: often enough that on an oversubscribed machine a
+/// spinning waiter hands its core to the peer it waits for within a few microseconds.
+const SPINS_PER_YIELD: u32 = 1 << 8;
 
 /// An operation that can be attempted without blocking.
 pub(crate) trait Attempt {
@@ -94,9 +96,15 @@ impl Sleeper for AtomicU32 {
 }
 
 /// Any number of sleepers (MPMC), as an event count: a sleeper counts itself in `waiters`, then
-/// reads `epoch` and sleeps while it is unchanged; a waker that sees `waiters > 0` bumps `epoch`
-/// and wakes. The epoch is read after the count is raised, both SeqCst, so a waker whose bump
-/// the sleeper already read has its publication ordered before the sleeper's re-check.
+/// reads `epoch` and sleeps while it is unchanged; a waker that finds `waiters > 0` takes the
+/// whole count (swapping in 0), bumps `epoch` and wakes everyone. The epoch is read after the
+/// count is raised, both SeqCst, so a waker whose bump the sleeper already read has its
+/// publication ordered before the sleeper's re-check.
+///
+/// Each announcement is consumed by exactly one waker, so a burst of messages costs one
+/// `FUTEX_WAKE` per sleep, not one per message while the woken sleepers wait for a core.
+/// Sleepers never take their count back: an announcement left over by a sleeper that found
+/// work on its re-check, or whose sleep timed out, costs one spurious wake later, nothing more.
 impl Sleeper for Waiters {
     type Token = u32;
 
@@ -111,9 +119,7 @@ impl Sleeper for Waiters {
         park::wait(&self.epoch, epoch, slice)
     }
 
-    fn retire(&self, _: u32) {
-        self.waiters.fetch_sub(1, Ordering::Relaxed);
-    }
+    fn retire(&self, _: u32) {}
 }
 
 /// Waits until `op.attempt()` finishes or `deadline` passes (`None` then).
@@ -230,15 +236,21 @@ pub(crate) fn notify(w: &Waiters, fences: Fences, all: bool) {
 
 #[cold]
 #[inline(never)]
-fn notify_cold(w: &Waiters, all: bool) {
+fn notify_cold(w: &Waiters, _all: bool) {
+    // Take every announcement at once: only one waker acts on them.
+    if w.waiters.swap(0, Ordering::SeqCst) == 0 {
+        return;
+    }
     // SYNC: SeqCst pairs with the sleeper's SeqCst epoch load in `Waiters::announce`.
     w.epoch.fetch_add(1, Ordering::SeqCst);
-    if all { park::wake_all(&w.epoch) } else { park::wake_one(&w.epoch) }
+    // Every sleeper counted may be woken: the count no longer says who is still asleep.
+    park::wake_all(&w.epoch);
 }
 
 /// Wakes every sleeper counted in `w`, whatever the count says (disconnect, poisoning).
 pub(crate) fn notify_unconditionally(w: &Waiters) {
     crate::sync::atomic::fence(Ordering::SeqCst);
+    w.waiters.store(0, Ordering::Relaxed);
     w.epoch.fetch_add(1, Ordering::SeqCst);
     park::wake_all(&w.epoch);
 }
