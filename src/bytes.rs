@@ -559,8 +559,21 @@ impl Producer {
         Ok(WriteGrant { producer: self, reservation, len })
     }
 
-    #[inline(never)]
     fn reserve_until(
+        &mut self,
+        len: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Reservation, SendTimeoutError> {
+        // The common case first, without the blocking machinery (an Arc clone, a locked op
+        // that would wait for this producer's stores to shared memory to drain).
+        if let Some(done) = (Reserve { producer: self, len }).attempt() {
+            return done;
+        }
+        self.reserve_blocking(len, deadline)
+    }
+
+    #[inline(never)]
+    fn reserve_blocking(
         &mut self,
         len: usize,
         deadline: Option<Instant>,
@@ -890,8 +903,16 @@ impl Consumer {
         Ok(ReadGrant { consumer: self, record })
     }
 
-    #[inline(never)]
     fn peek_until(&mut self, deadline: Option<Instant>) -> Result<Record, RecvTimeoutError> {
+        // The common case first, without the blocking machinery (see `reserve_until`).
+        if let Some(done) = (Peek { consumer: self }).attempt() {
+            return done;
+        }
+        self.peek_blocking(deadline)
+    }
+
+    #[inline(never)]
+    fn peek_blocking(&mut self, deadline: Option<Instant>) -> Result<Record, RecvTimeoutError> {
         let segment = Arc::clone(&self.segment);
         let (wait, fences) = (self.wait, self.fences);
         let mut op = Peek { consumer: self };
