@@ -48,6 +48,7 @@
 pub mod bytes;
 mod endpoint;
 mod error;
+mod frame;
 #[doc(hidden)]
 pub mod layout;
 pub mod mpmc;
@@ -66,6 +67,7 @@ pub use error::{
     OpenError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
     TrySendError, TypeField,
 };
+pub use frame::{Frame, FrameTooLong};
 pub use os::fdpass::{recv_fd, send_fd};
 pub use segment::Backing;
 pub use sync::wait::WaitStrategy;

@@ -158,3 +158,37 @@ fn posix_segments_open_by_name_and_check_the_flavor() {
         Err(OpenError::FlavorMismatch { .. })
     ));
 }
+
+#[test]
+fn byte_frames_of_any_length_up_to_the_maximum() {
+    use shmchan::{Frame, FrameTooLong};
+    let chan =
+        Channel::<Frame<300>>::create(Backing::Anonymous, &Options::new().capacity(8)).unwrap();
+    assert_eq!(Frame::<300>::new(&[0; 301]).unwrap_err(), FrameTooLong { len: 301, max: 300 });
+    let mut rx = chan.receiver().unwrap();
+    let senders: Vec<_> = (0..2u8).map(|_| chan.sender().unwrap()).collect();
+    std::thread::scope(|s| {
+        for (id, mut tx) in senders.into_iter().enumerate() {
+            s.spawn(move || {
+                for len in 0..=300usize {
+                    let bytes: Vec<u8> = (0..len).map(|i| (i as u8) ^ id as u8).collect();
+                    tx.send(Frame::new(&bytes).unwrap()).unwrap();
+                }
+            });
+        }
+        let mut next = [0usize; 2];
+        while next != [301, 301] {
+            let frame = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+            let bytes = frame.bytes().expect("an intact frame");
+            let id =
+                if bytes.len() == next[0] && bytes.iter().enumerate().all(|(i, &b)| b == i as u8) {
+                    0
+                } else {
+                    1
+                };
+            assert_eq!(bytes.len(), next[id], "per-sender order");
+            assert!(bytes.iter().enumerate().all(|(i, &b)| b == (i as u8) ^ id as u8));
+            next[id] += 1;
+        }
+    });
+}
