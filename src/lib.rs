@@ -62,6 +62,8 @@ mod sync;
 mod loom_models;
 #[cfg(all(test, shmchan_loom))]
 mod loom_models_bytes;
+#[cfg(all(test, shmchan_loom))]
+mod loom_models_mpmc;
 
 pub use error::{
     OpenError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,

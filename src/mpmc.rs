@@ -381,7 +381,9 @@ impl Drop for Shared {
             Role::Sender => &ctl.stats.0.senders_attached,
             Role::Receiver => &ctl.stats.0.receivers_attached,
         };
-        attached.fetch_sub(1, Ordering::Relaxed);
+        // SYNC: Release pairs with the Acquire load in `Liveness::all_gone`: a peer that sees
+        // the count drop to zero also sees every message we published before leaving.
+        attached.fetch_sub(1, Ordering::Release);
         // The other side may be waiting to learn that we are gone.
         match self.role {
             Role::Sender => wait::notify_unconditionally(&ctl.not_empty.0),
@@ -435,7 +437,8 @@ impl Liveness {
         if ever.load(Ordering::Relaxed) == 0 {
             return false;
         }
-        if attached.load(Ordering::Relaxed) == 0 {
+        // SYNC: Acquire pairs with the Release decrement in `Shared::drop`.
+        if attached.load(Ordering::Acquire) == 0 {
             return true;
         }
         if !force && let Some((at, verdict)) = self.last_scan {

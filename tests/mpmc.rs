@@ -167,28 +167,31 @@ fn byte_frames_of_any_length_up_to_the_maximum() {
     assert_eq!(Frame::<300>::new(&[0; 301]).unwrap_err(), FrameTooLong { len: 301, max: 300 });
     let mut rx = chan.receiver().unwrap();
     let senders: Vec<_> = (0..2u8).map(|_| chan.sender().unwrap()).collect();
+    // Frame `len` of sender `id`: its first byte names the sender, the rest follow a pattern.
+    let frame_bytes = |id: u8, len: usize| -> Vec<u8> {
+        (0..len).map(|i| if i == 0 { id } else { (i as u8) ^ id }).collect()
+    };
     std::thread::scope(|s| {
         for (id, mut tx) in senders.into_iter().enumerate() {
             s.spawn(move || {
-                for len in 0..=300usize {
-                    let bytes: Vec<u8> = (0..len).map(|i| (i as u8) ^ id as u8).collect();
-                    tx.send(Frame::new(&bytes).unwrap()).unwrap();
+                for len in 1..=300usize {
+                    let frame = Frame::new(&frame_bytes(id as u8, len)).unwrap();
+                    // Bounded, so a failing receiver cannot leave this thread blocked.
+                    tx.send_timeout(frame, Duration::from_secs(30)).unwrap();
                 }
             });
         }
-        let mut next = [0usize; 2];
+        let mut next = [1usize; 2];
         while next != [301, 301] {
             let frame = rx.recv_timeout(Duration::from_secs(30)).unwrap();
             let bytes = frame.bytes().expect("an intact frame");
-            let id =
-                if bytes.len() == next[0] && bytes.iter().enumerate().all(|(i, &b)| b == i as u8) {
-                    0
-                } else {
-                    1
-                };
+            let id = usize::from(bytes[0]);
             assert_eq!(bytes.len(), next[id], "per-sender order");
-            assert!(bytes.iter().enumerate().all(|(i, &b)| b == (i as u8) ^ id as u8));
+            assert_eq!(bytes, frame_bytes(id as u8, bytes.len()), "frame contents");
             next[id] += 1;
         }
     });
+    let mut tx = chan.sender().unwrap();
+    tx.send(Frame::new(b"").unwrap()).unwrap();
+    assert_eq!(rx.recv().unwrap().bytes(), Some(&b""[..]));
 }

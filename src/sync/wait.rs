@@ -95,11 +95,9 @@ impl Sleeper for AtomicU32 {
     }
 }
 
-/// Any number of sleepers (MPMC), as an event count: a sleeper counts itself in `waiters`, then
-/// reads `epoch` and sleeps while it is unchanged; a waker that finds `waiters > 0` takes the
-/// whole count (swapping in 0), bumps `epoch` and wakes everyone. The epoch is read after the
-/// count is raised, both SeqCst, so a waker whose bump the sleeper already read has its
-/// publication ordered before the sleeper's re-check.
+/// Any number of sleepers (MPMC), as an event count: a sleeper reads `epoch`, counts itself in
+/// `waiters`, and sleeps while the epoch is unchanged; a waker that finds `waiters > 0` takes
+/// the whole count (swapping in 0), bumps `epoch` and wakes everyone.
 ///
 /// Each announcement is consumed by exactly one waker, so a burst of messages costs one
 /// `FUTEX_WAKE` per sleep, not one per message while the woken sleepers wait for a core.
@@ -109,10 +107,14 @@ impl Sleeper for Waiters {
     type Token = u32;
 
     fn announce(&self) -> u32 {
-        // SYNC: SeqCst pairs with the waker's SeqCst load of `waiters` and bump of `epoch` in
-        // `notify`: see the type-level note.
+        // The epoch is read *before* the count is raised: a waker that takes our count bumps
+        // the epoch after it, so our futex wait can only find a newer epoch (EAGAIN) or be
+        // woken. (Reading it after, a waker could bump and wake between the two steps; then
+        // only SeqCst's total order saves the wake-up, which loom cannot check.)
+        // SYNC: SeqCst pairs with the waker's SeqCst swap of `waiters` and bump of `epoch`.
+        let epoch = self.epoch.load(Ordering::SeqCst);
         self.waiters.fetch_add(1, Ordering::SeqCst);
-        self.epoch.load(Ordering::SeqCst)
+        epoch
     }
 
     fn sleep(&self, epoch: u32, slice: Duration) -> WaitOutcome {
