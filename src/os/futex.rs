@@ -1,7 +1,7 @@
 //! Shared futexes and the `membarrier` system call.
 //!
 //! The futex words live in memory mapped by several processes, so every operation is a
-//! *shared* futex: `FUTEX_PRIVATE_FLAG` keys the wait queue by the process's own address
+//! *shared* futex: the private-futex flag keys the wait queue by the process's own address
 //! space and would silently never wake a waiter in another process.
 
 use std::io;

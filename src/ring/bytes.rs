@@ -71,8 +71,8 @@
 //! longer than any honest padding. Any of these is corruption, reported once and remembered by
 //! the handle. Payload bytes are only ever copied, never referenced, by safe code.
 
-use crate::layout::{self, AWAKE, Endpoints, Flavor, Geometry, LINE, Line, endpoint};
-use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::layout::{self, Flavor, Geometry, SpscControl};
+use crate::sync::atomic::{AtomicU64, Ordering};
 
 /// Bytes of a record header.
 pub(crate) const RECORD_HEADER: u64 = 8;
@@ -87,7 +87,6 @@ pub(crate) const KIND_DATA: u32 = u32::from_le_bytes(*b"DATA");
 /// Header kind of a padding record (runs to the end of the data area).
 pub(crate) const KIND_PAD: u32 = u32::from_le_bytes(*b"PAD_");
 /// Length of the byte ring's control block.
-pub(crate) const BYTES_CONTROL_LEN: u64 = 5 * LINE;
 /// The header's element size and alignment for a byte ring: bytes, in 8-aligned records.
 pub(crate) const ELEM_SIZE: u64 = 1;
 /// The type fingerprint a byte ring records: the record format, hashed.
@@ -112,50 +111,10 @@ fn header(kind: u32, len: u64) -> u64 {
     len | (u64::from(kind) << 32)
 }
 
-/// The shared control block of a byte ring. Every field is an atomic, so it may be referenced
-/// as `&BytesControl` in shared memory (interior mutability, no `&mut` ever formed).
-#[repr(C)]
-#[derive(Debug)]
-pub(crate) struct BytesControl {
-    pub endpoints: Line<Endpoints>,
-    /// Position after the last published record; every byte below it is written.
-    pub tail: Line<AtomicU64>,
-    /// Position of the first record not yet released by the consumer.
-    pub head: Line<AtomicU64>,
-    /// The producer's futex word: `AWAKE` or `SLEEPING` (waiting for room).
-    pub producer_wait: Line<AtomicU32>,
-    /// The consumer's futex word: `AWAKE` or `SLEEPING` (waiting for a record).
-    pub consumer_wait: Line<AtomicU32>,
-}
-
-impl BytesControl {
-    /// A control block for positions starting at `start` (a multiple of 8).
-    pub(crate) fn new(start: u64) -> Self {
-        BytesControl {
-            endpoints: Line(Endpoints {
-                producer: AtomicU64::new(endpoint::VACANT),
-                consumer: AtomicU64::new(endpoint::VACANT),
-                poisoned: AtomicU32::new(0),
-            }),
-            tail: Line(AtomicU64::new(start)),
-            head: Line(AtomicU64::new(start)),
-            producer_wait: Line(AtomicU32::new(AWAKE)),
-            consumer_wait: Line(AtomicU32::new(AWAKE)),
-        }
-    }
-}
-
-#[cfg(not(shmchan_loom))]
-const _: () = {
-    use core::mem::{offset_of, size_of};
-    assert!(size_of::<BytesControl>() as u64 == BYTES_CONTROL_LEN);
-    assert!(offset_of!(BytesControl, tail) as u64 == LINE);
-    assert!(offset_of!(BytesControl, head) as u64 == 2 * LINE);
-    assert!(offset_of!(BytesControl, producer_wait) as u64 == 3 * LINE);
-    assert!(offset_of!(BytesControl, consumer_wait) as u64 == 4 * LINE);
-    assert!(record_len(0) == 8 && record_len(1) == 16 && record_len(8) == 16);
-    assert!(max_message_for(MIN_CAPACITY) == 0);
-};
+/// The byte ring's control block is the SPSC one: endpoint words, `tail` (position after the
+/// last published record; every byte below it is written), `head` (first record not yet
+/// released) and the two futex words, on the same lines. Positions count bytes here.
+pub(crate) type BytesControl = SpscControl;
 
 /// The geometry of a byte ring with a data area of `capacity` bytes and records of at most
 /// `max_message` payload bytes, or which input is out of range.
@@ -172,7 +131,7 @@ pub(crate) fn bytes_geometry(capacity: u64, max_message: u64) -> Result<Geometry
             max_message_for(capacity)
         ));
     }
-    let data_offset = layout::CONTROL_OFFSET + BYTES_CONTROL_LEN;
+    let data_offset = layout::CONTROL_OFFSET + layout::CONTROL_LEN;
     let segment_len = (data_offset + capacity).next_multiple_of(layout::PAGE);
     Ok(Geometry {
         extra: max_message,
