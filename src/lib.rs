@@ -49,6 +49,7 @@ pub mod bytes;
 mod endpoint;
 mod error;
 mod frame;
+pub mod inspect;
 #[doc(hidden)]
 pub mod layout;
 pub mod mpmc;

@@ -114,6 +114,28 @@ fn open_flags() -> OFlag {
     OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
 }
 
+fn read_only_flags() -> OFlag {
+    OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
+}
+
+/// Opens a POSIX shm object read-only, for inspection (any owner: reading changes nothing).
+pub(crate) fn open_posix_read_only(name: &CString) -> Result<(OwnedFd, u64), OpenError> {
+    let fd = mman::shm_open(name.as_c_str(), read_only_flags(), Mode::empty())
+        .map_err(|e| OpenError::from_errno(e, "shm_open"))?;
+    let len = check_object(&fd, OpenPolicy { allow_foreign_owner: true }, false)?;
+    Ok((fd, len))
+}
+
+/// Opens a regular file read-only, for inspection.
+pub(crate) fn open_file_read_only(path: &Path) -> Result<(OwnedFd, u64), OpenError> {
+    let raw = nix::fcntl::open(path, read_only_flags(), Mode::empty())
+        .map_err(|e| OpenError::from_errno(e, "open"))?;
+    // SAFETY: `open` just returned this descriptor and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let len = check_object(&fd, OpenPolicy { allow_foreign_owner: true }, false)?;
+    Ok((fd, len))
+}
+
 /// Creates a POSIX shm object of `len` bytes with exactly `mode`, space reserved.
 /// On any failure after the name exists, the name is removed again.
 pub(crate) fn create_posix(name: &CString, len: u64, mode: u32) -> Result<OwnedFd, OpenError> {
