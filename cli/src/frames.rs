@@ -185,80 +185,52 @@ frame_ends!(mpmc::Sender<Frame<N>>, mpmc::Receiver<Frame<N>>);
 /// How long opening waits for a creator still initialising the segment.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Opens one end of the byte channel `snap` describes: `$bytes_end` of a byte ring,
+/// `$spsc_end`/`$mpmc_end` of a typed ring of frames.
+macro_rules! open_end {
+    ($backing:expr, $snap:expr, $bytes_end:ident, $spsc_end:ident, $mpmc_end:ident) => {{
+        let (backing, snap) = ($backing, $snap);
+        let e = |e: shmchan::OpenError| crate::target::describe(&e);
+        match snap.kind {
+            Kind::Bytes => {
+                let opts = bytes::Options::new().open_timeout(OPEN_TIMEOUT);
+                let chan = bytes::Channel::open(backing, &opts).map_err(e)?;
+                Ok(Box::new(chan.$bytes_end().map_err(e)?))
+            }
+            Kind::Spsc => {
+                let n = frame_size_of(snap).ok_or_else(|| not_a_byte_channel(snap))?;
+                let opts = spsc::Options::new().open_timeout(OPEN_TIMEOUT);
+                with_frame_size!(
+                    n,
+                    |N| {
+                        let chan = spsc::Channel::<Frame<N>>::open(backing, &opts).map_err(e)?;
+                        Ok(Box::new(chan.$spsc_end().map_err(e)?))
+                    },
+                    Err(not_a_byte_channel(snap))
+                )
+            }
+            Kind::Mpmc => {
+                let n = frame_size_of(snap).ok_or_else(|| not_a_byte_channel(snap))?;
+                let opts = mpmc::Options::new().open_timeout(OPEN_TIMEOUT);
+                with_frame_size!(
+                    n,
+                    |N| {
+                        let chan = mpmc::Channel::<Frame<N>>::open(backing, &opts).map_err(e)?;
+                        Ok(Box::new(chan.$mpmc_end().map_err(e)?))
+                    },
+                    Err(not_a_byte_channel(snap))
+                )
+            }
+        }
+    }};
+}
+
 /// Opens the sending end of the byte channel `snap` describes.
 pub fn open_sender(backing: Backing, snap: &Snapshot) -> Result<Box<dyn ByteSender>, String> {
-    let e = |e: shmchan::OpenError| crate::target::describe(&e);
-    match snap.kind {
-        Kind::Bytes => {
-            let opts = bytes::Options::new().open_timeout(OPEN_TIMEOUT);
-            Ok(Box::new(bytes::Channel::open(backing, &opts).map_err(e)?.producer().map_err(e)?))
-        }
-        Kind::Spsc => {
-            let n = frame_size_of(snap).ok_or_else(|| not_a_byte_channel(snap))?;
-            let opts = spsc::Options::new().open_timeout(OPEN_TIMEOUT);
-            with_frame_size!(
-                n,
-                |N| Ok(Box::new(
-                    spsc::Channel::<Frame<N>>::open(backing, &opts)
-                        .map_err(e)?
-                        .producer()
-                        .map_err(e)?
-                )),
-                Err(not_a_byte_channel(snap))
-            )
-        }
-        Kind::Mpmc => {
-            let n = frame_size_of(snap).ok_or_else(|| not_a_byte_channel(snap))?;
-            let opts = mpmc::Options::new().open_timeout(OPEN_TIMEOUT);
-            with_frame_size!(
-                n,
-                |N| Ok(Box::new(
-                    mpmc::Channel::<Frame<N>>::open(backing, &opts)
-                        .map_err(e)?
-                        .sender()
-                        .map_err(e)?
-                )),
-                Err(not_a_byte_channel(snap))
-            )
-        }
-    }
+    open_end!(backing, snap, producer, producer, sender)
 }
 
 /// Opens the receiving end of the byte channel `snap` describes.
 pub fn open_receiver(backing: Backing, snap: &Snapshot) -> Result<Box<dyn ByteReceiver>, String> {
-    let e = |e: shmchan::OpenError| crate::target::describe(&e);
-    match snap.kind {
-        Kind::Bytes => {
-            let opts = bytes::Options::new().open_timeout(OPEN_TIMEOUT);
-            Ok(Box::new(bytes::Channel::open(backing, &opts).map_err(e)?.consumer().map_err(e)?))
-        }
-        Kind::Spsc => {
-            let n = frame_size_of(snap).ok_or_else(|| not_a_byte_channel(snap))?;
-            let opts = spsc::Options::new().open_timeout(OPEN_TIMEOUT);
-            with_frame_size!(
-                n,
-                |N| Ok(Box::new(
-                    spsc::Channel::<Frame<N>>::open(backing, &opts)
-                        .map_err(e)?
-                        .consumer()
-                        .map_err(e)?
-                )),
-                Err(not_a_byte_channel(snap))
-            )
-        }
-        Kind::Mpmc => {
-            let n = frame_size_of(snap).ok_or_else(|| not_a_byte_channel(snap))?;
-            let opts = mpmc::Options::new().open_timeout(OPEN_TIMEOUT);
-            with_frame_size!(
-                n,
-                |N| Ok(Box::new(
-                    mpmc::Channel::<Frame<N>>::open(backing, &opts)
-                        .map_err(e)?
-                        .receiver()
-                        .map_err(e)?
-                )),
-                Err(not_a_byte_channel(snap))
-            )
-        }
-    }
+    open_end!(backing, snap, consumer, consumer, receiver)
 }

@@ -112,9 +112,12 @@ enum Command {
         /// Write Markdown tables into this file.
         #[arg(long)]
         report: Option<PathBuf>,
-        /// Chart and report the records of an earlier `--json` run instead of running.
+        /// Chart and report the records of an earlier run (`--json` or `--save`) instead.
         #[arg(long)]
         input: Option<PathBuf>,
+        /// Also keep the records as JSON lines in this file.
+        #[arg(long)]
+        save: Option<PathBuf>,
         /// Run only the steps whose name contains one of these words.
         only: Vec<String>,
     },
@@ -204,8 +207,8 @@ fn run(command: Command) -> Result<ExitCode, String> {
         Command::Gc { dry_run, prefix, discard_unread } => {
             commands::list::gc(dry_run, discard_unread, prefix.as_deref()).map(print)
         }
-        Command::Bench { quick, json, plot, report, input, only } => {
-            let args = commands::bench::BenchArgs { quick, json, plot, report, only, input };
+        Command::Bench { quick, json, plot, report, input, save, only } => {
+            let args = commands::bench::BenchArgs { quick, json, plot, report, only, input, save };
             commands::bench::run(&args).map(|()| ExitCode::SUCCESS)
         }
     }

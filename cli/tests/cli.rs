@@ -404,3 +404,44 @@ fn create_honours_mode_and_file_paths() {
     assert!(o.status.success(), "{}", stderr(&o));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn bench_runs_saves_charts_and_reports_again_from_its_records() {
+    let dir = std::env::temp_dir().join(format!("shmchan-clitest-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = |f: &str| dir.join(f).to_str().unwrap().to_owned();
+    let args = [
+        "bench",
+        "--quick",
+        "--json",
+        "--save",
+        &p("run.jsonl"),
+        "--plot",
+        &p("charts"),
+        "--report",
+        &p("report.md"),
+        "floor/memcpy",
+        "throughput/shmchan_spsc/64B",
+    ];
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: Vec<serde_json::Value> =
+        stdout(&o).lines().map(|l| serde_json::from_str(l).expect("JSON lines")).collect();
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["floor/memcpy_4KiB", "throughput/shmchan_spsc/64B", "run"]);
+    assert!(rows[1]["value"].as_f64().unwrap() > 0.0);
+    let chart = std::fs::read_to_string(dir.join("charts/throughput.svg")).unwrap();
+    assert!(chart.contains("<svg") && chart.contains("shmchan_spsc"));
+    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(report.contains("shmchan_spsc"));
+
+    let again = run(&["bench", "--input", &p("run.jsonl"), "--report", &p("again.md")]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(std::fs::read_to_string(dir.join("again.md")).unwrap(), report);
+
+    std::fs::write(dir.join("empty.jsonl"), "not json\n").unwrap();
+    let none = run(&["bench", "--input", &p("empty.jsonl")]);
+    assert_one_line_error(&none, "no benchmark records");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

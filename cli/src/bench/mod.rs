@@ -16,7 +16,9 @@
 //! hardware allows), [`spsc_rows`], [`mpmc_rows`] and [`bytes_rows`] (shmchan), [`threads`]
 //! (rtrb, ArrayQueue, crossbeam-channel between threads), [`kernel`] (pipes, Unix sockets,
 //! eventfd, POSIX message queues) and [`backings`] (POSIX shm vs file vs anonymous vs memfd vs
-//! System V). [`plot`] turns records into SVG charts.
+//! System V), and, with the cargo feature `iceoryx2`, `iceoryx2_rows` (iceoryx2
+//! publish-subscribe). [`plot`] turns records into SVG charts and [`report`] into Markdown
+//! tables.
 
 pub mod harness;
 pub mod stats;
@@ -24,6 +26,8 @@ pub mod stats;
 pub mod backings;
 pub mod bytes_rows;
 pub mod floors;
+#[cfg(feature = "iceoryx2")]
+pub mod iceoryx2_rows;
 pub mod kernel;
 pub mod mpmc_rows;
 pub mod plot;
@@ -39,8 +43,6 @@ pub(crate) type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 /// The message sizes of the transport comparison.
 pub const SIZES: [usize; 5] = [8, 64, 1024, 4096, 64 * 1024];
-/// The sizes a `--quick` run compares.
-pub const QUICK_SIZES: [usize; 2] = [64, 4096];
 
 /// Sample counts, time budgets and sizes of one run.
 #[derive(Clone, Debug)]
@@ -82,7 +84,7 @@ impl Plan {
                 mpmc_reps: 3,
                 latency_budget: Duration::from_millis(60),
                 throughput_budget: Duration::from_millis(40),
-                sizes: QUICK_SIZES.to_vec(),
+                sizes: SIZES.to_vec(),
             }
         } else {
             Plan {
@@ -197,6 +199,8 @@ pub fn steps(plan: &Plan) -> Vec<Step> {
     all.extend(bytes_rows::steps(plan));
     all.extend(kernel::steps(plan));
     all.extend(backings::steps(plan));
+    #[cfg(feature = "iceoryx2")]
+    all.extend(iceoryx2_rows::steps(plan));
     all.push(Step::new("ratios", emit_ratios));
     all
 }
@@ -312,7 +316,7 @@ pub fn run_child_if_requested() {
 fn child_main(role: &str) -> Result<()> {
     let args = harness::ChildArgs::from_env()?;
     let names: Vec<&str> = args.segments.iter().map(String::as_str).collect();
-    let handlers: [ChildFn; 7] = [
+    let handlers: &[ChildFn] = &[
         floors::child,
         spsc_rows::child,
         mpmc_rows::child,
@@ -320,6 +324,8 @@ fn child_main(role: &str) -> Result<()> {
         threads::child,
         kernel::child,
         backings::child,
+        #[cfg(feature = "iceoryx2")]
+        iceoryx2_rows::child,
     ];
     for handler in handlers {
         if let Some(result) = handler(role, &names, &args.param) {

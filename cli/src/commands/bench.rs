@@ -15,6 +15,8 @@ pub struct BenchArgs {
     pub only: Vec<String>,
     /// Records of an earlier run (`--json` output) to chart and report instead of running.
     pub input: Option<PathBuf>,
+    /// Where to keep the records as JSON lines (to chart again later with `input`).
+    pub save: Option<PathBuf>,
 }
 
 /// Prints each record as it comes (JSON line or one readable line) above a progress bar.
@@ -62,6 +64,11 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             records
         }
     };
+    if let Some(path) = &args.save {
+        let lines: String = records.iter().map(|r| r.to_json_line() + "\n").collect();
+        std::fs::write(path, lines).map_err(|e| format!("{}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
     if let Some(dir) = &args.plot {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let written = plot::write_charts(&records, dir).map_err(|e| e.to_string())?;

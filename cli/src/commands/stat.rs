@@ -14,6 +14,15 @@ pub fn unit(kind: Kind) -> &'static str {
     if kind == Kind::Bytes { "bytes" } else { "messages" }
 }
 
+/// The owner's pid and `alive`, `dead` or `detached`.
+fn pid_and_state(state: EndpointState) -> (u32, &'static str) {
+    match state {
+        EndpointState::Alive { pid } => (pid, "alive"),
+        EndpointState::Dead { pid } => (pid, "dead"),
+        EndpointState::Detached { pid } => (pid, "detached"),
+    }
+}
+
 /// `producer 123 alive, consumer 456 dead`.
 pub fn endpoints_text(snap: &Snapshot) -> String {
     if snap.endpoints.is_empty() {
@@ -23,11 +32,7 @@ pub fn endpoints_text(snap: &Snapshot) -> String {
         .endpoints
         .iter()
         .map(|e| {
-            let (pid, state) = match e.state {
-                EndpointState::Alive { pid } => (pid, "alive"),
-                EndpointState::Dead { pid } => (pid, "dead"),
-                EndpointState::Detached { pid } => (pid, "detached"),
-            };
+            let (pid, state) = pid_and_state(e.state);
             if matches!(snap.kind, Kind::Mpmc) {
                 format!("{}[{}] {pid} {state}", e.role.name(), e.index)
             } else {
@@ -53,11 +58,7 @@ pub fn snapshot_json(name: &SegmentName, snap: &Snapshot) -> Value {
         .endpoints
         .iter()
         .map(|e| {
-            let (pid, state) = match e.state {
-                EndpointState::Alive { pid } => (pid, "alive"),
-                EndpointState::Dead { pid } => (pid, "dead"),
-                EndpointState::Detached { pid } => (pid, "detached"),
-            };
+            let (pid, state) = pid_and_state(e.state);
             json!({"role": e.role.name(), "index": e.index, "pid": pid, "state": state,
                    "alive": state == "alive"})
         })
