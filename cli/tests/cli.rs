@@ -379,6 +379,11 @@ fn bad_input_is_one_line_naming_the_cause() {
     assert_one_line_error(&again, "already exists");
     let bad = run(&["create", &Name::new("big").0, "--flavor", "mpmc", "--max-message", "100000"]);
     assert_one_line_error(&bad, "exceeds the largest frame");
+    let usage = run(&["stat"]);
+    assert_one_line_error(&usage, "<NAME>");
+    assert_eq!(usage.status.code(), Some(2));
+    assert_one_line_error(&run(&["create", "x", "--flavor", "ring"]), "invalid value 'ring'");
+    assert_one_line_error(&run(&["create", "x", "--flavor", "bytes", "--mode", "999"]), "octal");
     let invalid = run(&["stat", "a/b/c/../d"]);
     assert!(!invalid.status.success());
     assert!(!stderr(&invalid).contains("panicked"));
