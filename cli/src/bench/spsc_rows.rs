@@ -1,5 +1,6 @@
-//! shmchan SPSC rows: ping-pong latency (every wait strategy) and throughput (per message and
-//! batched), between two processes over POSIX shm.
+//! shmchan SPSC rows: ping-pong latency (every wait strategy) and throughput (per message
+//! spinning, per message sleeping on the futex, and batched), between two processes over POSIX
+//! shm.
 
 use std::time::{Duration, Instant};
 
@@ -88,27 +89,30 @@ pub(crate) fn steps(plan: &Plan) -> Vec<Step> {
             Ok(())
         }));
     }
-    // Throughput, per message at every size (8 B and 4 KiB always: the ratios need them) and
-    // batched at 8 B.
+    // Throughput, per message at every size (8 B and 4 KiB always: the ratios need them),
+    // sleeping on the futex at every size, and batched at 8 B.
     let mut sizes = with_8(plan);
     if !sizes.contains(&4096) {
         sizes.push(4096);
     }
-    for (batched, size) in sizes.into_iter().map(|s| (false, s)).chain([(true, 8)]) {
-        let transport = if batched { "shmchan_spsc_batched" } else { "shmchan_spsc" };
+    let per_message = sizes.iter().map(|&s| (Feed::PerMessage, s));
+    let futex = with_8(plan).into_iter().map(|s| (Feed::Futex, s));
+    for (feed, size) in per_message.chain(futex).chain([(Feed::Batched, 8)]) {
+        let transport = feed.transport();
+        let wait = if feed == Feed::Futex { "sleep" } else { "spin" };
         let name = format!("throughput/{transport}/{}", size_name(size));
         steps.push(Step::new(name.clone(), move |ctx: &mut Ctx<'_>| {
-            let t = by_size!(size, shmchan_throughput(&ctx.plan, batched, ctx.there))?;
-            match (size, batched) {
-                (8, false) => ctx.fig.per_message_8 = t.median,
-                (8, true) => ctx.fig.batched_8 = t.median,
-                (4096, false) => ctx.fig.bytes_4k_per_s = t.median * 4096.0,
+            let t = by_size!(size, shmchan_throughput(&ctx.plan, feed, ctx.there))?;
+            match (size, feed) {
+                (8, Feed::PerMessage) => ctx.fig.per_message_8 = t.median,
+                (8, Feed::Batched) => ctx.fig.batched_8 = t.median,
+                (4096, Feed::PerMessage) => ctx.fig.bytes_4k_per_s = t.median * 4096.0,
                 _ => {}
             }
             ctx.emit(
                 Record::throughput(&name, size, &t)
                     .of("throughput", transport, size)
-                    .text("wait", "spin"),
+                    .text("wait", wait),
             );
             Ok(())
         }));
@@ -128,7 +132,7 @@ pub(crate) fn child(role: &str, names: &[&str], param: &str) -> Option<Result<()
             let mode = Mode::parse(what)?;
             by_size!(words * 8, echo_child(names, mode))
         } else {
-            by_size!(words * 8, source_child(names, what == "batched"))
+            by_size!(words * 8, source_child(names, Feed::parse(what)?))
         }
     };
     Some(run())
@@ -314,9 +318,52 @@ pub(crate) fn batch_for(capacity: usize) -> usize {
 
 /// The child produces `n` messages whenever the parent asks (over a small `go` channel); the
 /// parent times their arrival.
+/// How the throughput rows move messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Feed {
+    /// `try_send`/`try_recv` of one message at a time, spinning (`WaitStrategy::Spin`).
+    PerMessage,
+    /// `try_send_slice`/`try_recv_into` of up to a quarter of the ring, spinning.
+    Batched,
+    /// Blocking `send`/`recv` of one message at a time with `WaitStrategy::Sleep`: every
+    /// wait sleeps on the futex, so this is the rate when neither side may burn a core.
+    Futex,
+}
+
+impl Feed {
+    const ALL: [Feed; 3] = [Feed::PerMessage, Feed::Batched, Feed::Futex];
+
+    fn name(self) -> &'static str {
+        match self {
+            Feed::PerMessage => "per_message",
+            Feed::Batched => "batched",
+            Feed::Futex => "futex",
+        }
+    }
+
+    fn transport(self) -> &'static str {
+        match self {
+            Feed::PerMessage => "shmchan_spsc",
+            Feed::Batched => "shmchan_spsc_batched",
+            Feed::Futex => "shmchan_spsc_futex",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self> {
+        Feed::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| format!("unknown feed {s}").into())
+    }
+
+    fn strategy(self) -> WaitStrategy {
+        if self == Feed::Futex { WaitStrategy::Sleep } else { WaitStrategy::Spin }
+    }
+}
+
 pub(crate) fn shmchan_throughput<const W: usize>(
     plan: &Plan,
-    batched: bool,
+    feed: Feed,
     cpu: Option<usize>,
 ) -> Result<Rates>
 where
@@ -325,10 +372,10 @@ where
     let bytes = W * 8;
     let capacity = capacity_for(bytes);
     let (data_name, go_name) = (ShmName::new("data"), ShmName::new("go"));
-    let opts = Options::new().capacity(capacity).wait_strategy(WaitStrategy::Spin);
+    let opts = Options::new().capacity(capacity).wait_strategy(feed.strategy());
     let mut rx = Channel::<[u64; W]>::create(Backing::posix(&data_name.0), &opts)?.consumer()?;
     let mut go = Channel::<u64>::create(Backing::posix(&go_name.0), &Options::new())?.producer()?;
-    let param = format!("{W},{}", if batched { "batched" } else { "per_message" });
+    let param = format!("{W},{}", feed.name());
     let peer = Peer::spawn("source", &[&data_name.0, &go_name.0], &param, cpu)?;
 
     let mut buf = vec![[0u64; W]; batch_for(capacity)];
@@ -337,11 +384,11 @@ where
     // plan's time budget.
     let warmup = warmup_messages(plan, bytes);
     let t0 = Instant::now();
-    receive_burst(&mut rx, &mut go, &mut buf, warmup, batched)?;
+    receive_burst(&mut rx, &mut go, &mut buf, warmup, feed)?;
     let n = counted_messages(plan, bytes, warmup, t0.elapsed());
     for _ in 0..plan.reps {
         let t0 = Instant::now();
-        receive_burst(&mut rx, &mut go, &mut buf, n, batched)?;
+        receive_burst(&mut rx, &mut go, &mut buf, n, feed)?;
         rates.push(n as f64 / t0.elapsed().as_secs_f64());
     }
     drop(go);
@@ -355,12 +402,22 @@ fn receive_burst<const W: usize>(
     go: &mut Producer<u64>,
     buf: &mut [[u64; W]],
     n: usize,
-    batched: bool,
+    feed: Feed,
 ) -> Result<()>
 where
     [u64; W]: Pod,
 {
     go.send(n as u64).map_err(|e| format!("go: {e}"))?;
+    if feed == Feed::Futex {
+        for expected in 0..n as u64 {
+            let m = recv(rx, Mode::Sleep)?.ok_or("the source left early")?;
+            if m[0] != expected {
+                return Err(format!("got message {} for {expected}", m[0]).into());
+            }
+        }
+        return Ok(());
+    }
+    let batched = feed == Feed::Batched;
     let mut expected = 0u64;
     let mut idle = IdleLimit::new();
     while expected < n as u64 {
@@ -391,11 +448,13 @@ where
     Ok(())
 }
 
-pub(crate) fn source_child<const W: usize>(names: &[&str], batched: bool) -> Result<()>
+pub(crate) fn source_child<const W: usize>(names: &[&str], feed: Feed) -> Result<()>
 where
     [u64; W]: Pod,
 {
-    let opts = Options::new().wait_strategy(WaitStrategy::Spin);
+    let batched = feed == Feed::Batched;
+    let each = if feed == Feed::Futex { Mode::Sleep } else { Mode::TrySpin };
+    let opts = Options::new().wait_strategy(feed.strategy());
     let mut tx = Channel::<[u64; W]>::open(Backing::posix(names[0]), &opts)?.producer()?;
     let mut go = Channel::<u64>::open(Backing::posix(names[1]), &Options::new())?.consumer()?;
     let mut batch = vec![[0u64; W]; batch_for(tx.capacity())];
@@ -417,7 +476,7 @@ where
                 }
                 seq += k as u64;
             } else {
-                send(&mut tx, message::<W>(seq), Mode::TrySpin)?;
+                send(&mut tx, message::<W>(seq), each)?;
                 seq += 1;
             }
         }
