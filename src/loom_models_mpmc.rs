@@ -324,10 +324,12 @@ struct Tx {
     s: SharedRef,
     me: u16,
     fences: Fences,
+    /// As `End::streaming`: the one-CAS claim after a success, the reading claim after Full.
+    streaming: std::cell::Cell<bool>,
 }
 
 fn sender(s: &SharedRef, me: u16) -> Tx {
-    Tx { s: s.clone(), me, fences: Fences::for_process() }
+    Tx { s: s.clone(), me, fences: Fences::for_process(), streaming: true.into() }
 }
 
 impl Tx {
@@ -335,7 +337,14 @@ impl Tx {
     /// push, then notify `not_empty`. `false` when the ring is full.
     fn try_send(&self, value: u64) -> bool {
         let s = &*self.s;
-        match s.ring.push(&s.ctl, &s.slots, self.me, &value, |r| s.confirmed_dead(r)) {
+        let dead = |r| s.confirmed_dead(r);
+        let outcome = if self.streaming.get() {
+            s.ring.push_fast(&s.ctl, &s.slots, self.me, &value, dead)
+        } else {
+            s.ring.push(&s.ctl, &s.slots, self.me, &value, dead)
+        };
+        self.streaming.set(outcome == Push::Done);
+        match outcome {
             Push::Done => {
                 wake(&s.ctl.not_empty.0, self.fences, s.protocol.waker);
                 true
@@ -413,17 +422,25 @@ struct Rx {
     s: SharedRef,
     me: u16,
     fences: Fences,
+    /// As `Tx::streaming`.
+    streaming: std::cell::Cell<bool>,
 }
 
 fn receiver(s: &SharedRef, me: u16) -> Rx {
-    Rx { s: s.clone(), me, fences: Fences::for_process() }
+    Rx { s: s.clone(), me, fences: Fences::for_process(), streaming: true.into() }
 }
 
 impl Rx {
     /// `mpmc::pop`: one pop, then notify `not_full` after an item.
     fn pop(&self) -> Pop<u64> {
         let s = &*self.s;
-        let outcome = s.ring.pop(&s.ctl, &s.slots, self.me, |w| s.confirmed_dead(w));
+        let dead = |w| s.confirmed_dead(w);
+        let outcome = if self.streaming.get() {
+            s.ring.pop_fast(&s.ctl, &s.slots, self.me, dead)
+        } else {
+            s.ring.pop(&s.ctl, &s.slots, self.me, dead)
+        };
+        self.streaming.set(matches!(outcome, Pop::Item(_)));
         match outcome {
             Pop::Item(_) => wake(&s.ctl.not_full.0, self.fences, s.protocol.waker),
             Pop::Empty => {}

@@ -462,6 +462,9 @@ struct End {
     fences: Fences,
     wait: WaitStrategy,
     poisoned: bool,
+    /// The last operation succeeded, so the next one tries the one-CAS claim first (see
+    /// `Ring::push_fast`); after a Full or Empty, the next one reads before it claims.
+    streaming: bool,
 }
 
 impl End {
@@ -472,6 +475,7 @@ impl End {
             fences: Fences::for_process(),
             wait,
             poisoned: false,
+            streaming: true,
         }
     }
 
@@ -527,9 +531,14 @@ impl<T: Pod> Sender<T> {
             return Err(TrySendError::Disconnected(value));
         }
         let liveness = &mut end.liveness;
-        let outcome = end.shared.ring.push(ctl, &end.shared.slots, end.shared.index, &value, |r| {
-            liveness.entry_gone(segment, Role::Receiver, r)
-        });
+        let dead_receiver = |r| liveness.entry_gone(segment, Role::Receiver, r);
+        let (ring, slots, me) = (&end.shared.ring, &end.shared.slots, end.shared.index);
+        let outcome = if end.streaming {
+            ring.push_fast(ctl, slots, me, &value, dead_receiver)
+        } else {
+            ring.push(ctl, slots, me, &value, dead_receiver)
+        };
+        end.streaming = outcome == Push::Done;
         match outcome {
             Push::Done => {
                 wait::notify(&ctl.not_empty.0, end.fences, false);
@@ -790,9 +799,14 @@ fn pop<T: Pod>(end: &mut End) -> Pop<T> {
     let segment = &end.shared.segment;
     let ctl = control(segment);
     let liveness = &mut end.liveness;
-    let outcome = end.shared.ring.pop(ctl, &end.shared.slots, end.shared.index, |s| {
-        liveness.entry_gone(segment, Role::Sender, s)
-    });
+    let dead_sender = |s| liveness.entry_gone(segment, Role::Sender, s);
+    let (ring, slots, me) = (&end.shared.ring, &end.shared.slots, end.shared.index);
+    let outcome = if end.streaming {
+        ring.pop_fast(ctl, slots, me, dead_sender)
+    } else {
+        ring.pop(ctl, slots, me, dead_sender)
+    };
+    end.streaming = matches!(outcome, Pop::Item(_));
     match outcome {
         Pop::Item(_) => wait::notify(&ctl.not_full.0, end.fences, false),
         Pop::Corrupt => end.poison(),

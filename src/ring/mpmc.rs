@@ -34,6 +34,12 @@
 //! three centuries at a billion per second); `tail`/`head` only move past a position whose
 //! slot shows it claimed.
 //!
+//! While messages stream, a sender claims with one CAS that expects the slot free for this lap
+//! (`push_fast`), instead of reading the state first and then claiming: one read-for-ownership
+//! of the slot's line instead of a shared read and an upgrade (receivers likewise with
+//! `pop_fast`). After a Full (Empty) the handle goes back to reading first, so a waiting side
+//! never takes the line from the side it waits for.
+//!
 //! # A dead claimer
 //! A receiver stuck at a slot claimed for writing by a sender whose process is confirmed dead
 //! (pid + start time, through the endpoint registry) frees the slot for the next lap: that one
@@ -282,6 +288,111 @@ impl Ring {
         Ring { capacity, mask: capacity - 1 }
     }
 
+    /// As [`push`](Self::push), trying first to claim the slot at `tail` with a single CAS
+    /// that assumes it is free for this lap, the usual case while messages stream: one
+    /// read-for-ownership of the slot's line instead of a shared read and then an upgrade.
+    /// Anything else (full, claimed, a dead claimer, corruption) falls back to `push`. Callers
+    /// use it while sends succeed and `push` after a `Full`, so that a sender waiting on a full
+    /// ring reads the slot instead of taking its line from the receivers.
+    pub(crate) fn push_fast<T: Copy, S: SlotMemory<T>>(
+        &self,
+        ctl: &MpmcControl,
+        slots: &S,
+        me: u16,
+        value: &T,
+        dead_receiver: impl FnMut(u16) -> bool,
+    ) -> Push {
+        // SYNC: Acquire pairs with the Release CAS that moved `tail` here.
+        let pos = ctl.tail.0.load(Ordering::Acquire);
+        if pos < MAX_POSITION {
+            let index = pos & self.mask;
+            // SYNC: Acquire on success pairs with the receiver's Release "free" store in
+            // `take`: our payload write happens-after its copy out. On failure nothing was
+            // read that is used: `push` loads everything again.
+            let claimed = slots.stamp(index).compare_exchange(
+                pos,
+                writing(me, pos),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            );
+            if claimed.is_ok() {
+                self.publish(ctl, slots, index, pos, value);
+                return Push::Done;
+            }
+        }
+        self.push(ctl, slots, me, value, dead_receiver)
+    }
+
+    /// With the slot of `pos` claimed by this sender: moves `tail` on, writes the payload and
+    /// publishes it.
+    #[inline]
+    fn publish<T: Copy, S: SlotMemory<T>>(
+        &self,
+        ctl: &MpmcControl,
+        slots: &S,
+        index: u64,
+        pos: u64,
+        value: &T,
+    ) {
+        // SYNC: Release pairs with other senders' Acquire load of `tail`.
+        let _ = ctl.tail.0.compare_exchange(pos, pos + 1, Ordering::Release, Ordering::Relaxed);
+        // SAFETY: index < capacity; our claim gives us the slot until we publish.
+        unsafe { slots.write(index, value) };
+        // SYNC: Release pairs with the receiver's Acquire load (or CAS) of the state in `pop`
+        // and `pop_fast`: the payload write happens-before its copy out.
+        slots.stamp(index).store(pos + 1, Ordering::Release);
+    }
+
+    /// As [`pop`](Self::pop), trying first to claim the message at `head` with a single CAS
+    /// that assumes it is published for this lap; anything else falls back to `pop`. Callers
+    /// use it while receives succeed and `pop` after an `Empty` (see
+    /// [`push_fast`](Self::push_fast)).
+    pub(crate) fn pop_fast<T: Copy, S: SlotMemory<T>>(
+        &self,
+        ctl: &MpmcControl,
+        slots: &S,
+        me: u16,
+        dead_sender: impl FnMut(u16) -> bool,
+    ) -> Pop<T> {
+        // SYNC: Acquire pairs with the Release CAS that moved `head` here.
+        let pos = ctl.head.0.load(Ordering::Acquire);
+        if pos < MAX_POSITION {
+            let index = pos & self.mask;
+            // SYNC: Acquire on success pairs with the sender's Release "full" store in
+            // `publish`: its payload write happens-before our copy out.
+            let claimed = slots.stamp(index).compare_exchange(
+                pos + 1,
+                reading(me, pos),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            );
+            if claimed.is_ok() {
+                return Pop::Item(self.take(ctl, slots, index, pos));
+            }
+        }
+        self.pop(ctl, slots, me, dead_sender)
+    }
+
+    /// With the message of `pos` claimed by this receiver: moves `head` on, copies the payload
+    /// out and frees the slot for the next lap.
+    #[inline]
+    fn take<T: Copy, S: SlotMemory<T>>(
+        &self,
+        ctl: &MpmcControl,
+        slots: &S,
+        index: u64,
+        pos: u64,
+    ) -> T {
+        // SYNC: Release pairs with other receivers' Acquire load of `head`.
+        let _ = ctl.head.0.compare_exchange(pos, pos + 1, Ordering::Release, Ordering::Relaxed);
+        // SAFETY: index < capacity; our claim gives us the slot until we free it.
+        let value = unsafe { slots.read(index) };
+        // SYNC: Release pairs with the sender's Acquire load or CAS of the state in `push` and
+        // `push_fast`: our copy out happens-before its next write to this slot.
+        slots.stamp(index).store(pos + self.capacity, Ordering::Release);
+        value
+    }
+
     /// Claims the slot at `tail` for sender `me`, writes `value` and publishes it.
     /// `dead_receiver(index)` says whether receiver `index` is confirmed dead.
     pub(crate) fn push<T: Copy, S: SlotMemory<T>>(
@@ -346,18 +457,7 @@ impl Ring {
                     {
                         continue;
                     }
-                    // SYNC: Release pairs with other senders' Acquire load of `tail`.
-                    let _ = ctl.tail.0.compare_exchange(
-                        pos,
-                        pos + 1,
-                        Ordering::Release,
-                        Ordering::Relaxed,
-                    );
-                    // SAFETY: index < capacity; our claim gives us the slot until we publish.
-                    unsafe { slots.write(index, value) };
-                    // SYNC: Release pairs with the receiver's Acquire load of the state in
-                    // `pop`: the payload write happens-before its copy out.
-                    slot.store(pos + 1, Ordering::Release);
+                    self.publish(ctl, slots, index, pos, value);
                     return Push::Done;
                 }
                 // The slot shows `pos` (or a later lap) already claimed: `tail` is behind,
@@ -410,19 +510,7 @@ impl Ring {
                         {
                             continue;
                         }
-                        // SYNC: Release pairs with other receivers' Acquire load of `head`.
-                        let _ = ctl.head.0.compare_exchange(
-                            pos,
-                            pos + 1,
-                            Ordering::Release,
-                            Ordering::Relaxed,
-                        );
-                        // SAFETY: index < capacity; our claim gives us the slot until we free it.
-                        let value = unsafe { slots.read(index) };
-                        // SYNC: Release pairs with the sender's Acquire load/CAS in `push`: our
-                        // copy out happens-before its next write to this slot.
-                        slot.store(pos + self.capacity, Ordering::Release);
-                        return Pop::Item(value);
+                        return Pop::Item(self.take(ctl, slots, index, pos));
                     }
                     lap => lap,
                 },
@@ -555,6 +643,39 @@ mod tests {
             assert_eq!(r.push(&ctl, &slots, 3, &round, never), Push::Done);
             assert_eq!(r.pop(&ctl, &slots, 0, never), Pop::Item(round));
         }
+    }
+
+    #[test]
+    fn the_one_cas_claims_agree_with_the_reading_ones() {
+        let (ctl, slots, r) = ring(4, 10);
+        // Empty: the fast pop falls back and reports it; full: so does the fast push.
+        assert_eq!(r.pop_fast::<u64, _>(&ctl, &slots, 0, never), Pop::Empty);
+        for v in 0..4 {
+            assert_eq!(r.push_fast(&ctl, &slots, 1, &v, never), Push::Done);
+        }
+        assert_eq!(r.push_fast(&ctl, &slots, 1, &9, never), Push::Full);
+        for v in 0..4 {
+            assert_eq!(r.pop_fast(&ctl, &slots, 2, never), Pop::Item(v));
+        }
+        // Mixed with the reading claims, over many laps, positions and states stay in step.
+        for round in 0..100u64 {
+            let push = if round % 3 == 0 { Ring::push::<u64, _> } else { Ring::push_fast };
+            assert_eq!(push(&r, &ctl, &slots, 3, &round, never), Push::Done);
+            let got = if round % 2 == 0 {
+                r.pop_fast(&ctl, &slots, 0, never)
+            } else {
+                r.pop(&ctl, &slots, 0, never)
+            };
+            assert_eq!(got, Pop::Item(round));
+        }
+        assert_eq!(ctl.tail.0.load(Ordering::Relaxed), ctl.head.0.load(Ordering::Relaxed));
+        // A dead writer's claim at `head` still gets skipped through the fallback.
+        let pos = ctl.tail.0.load(Ordering::Relaxed);
+        SlotMemory::<u64>::stamp(&slots, pos & 3).store(writing(5, pos), Ordering::Relaxed);
+        ctl.tail.0.store(pos + 1, Ordering::Relaxed);
+        assert_eq!(r.push_fast(&ctl, &slots, 1, &42, never), Push::Done);
+        assert_eq!(r.pop_fast(&ctl, &slots, 0, |i| i == 5), Pop::Item(42));
+        assert_eq!(ctl.stats.0.lost_writes.load(Ordering::Relaxed), 1);
     }
 
     #[test]

@@ -125,7 +125,9 @@ pub struct Figures {
     pub plain_ring_bytes_per_s: f64,
     pub mpmc_2p2c: f64,
     pub mpmc_4p4c: f64,
+    pub arrayqueue_1p1c: f64,
     pub arrayqueue_2p2c: f64,
+    pub mpmc_1p1c: f64,
     pub zero_copy_4k_bytes_per_s: f64,
 }
 
@@ -261,6 +263,8 @@ fn emit_ratios(ctx: &mut Ctx<'_>) -> Result<()> {
         // between two cores, with no checks at all.
         ("bytes_4KiB_vs_plain_ring", f.bytes_4k_per_s, f.plain_ring_bytes_per_s, ">=", 0.8),
         ("mpmc_2p2c_vs_arrayqueue_2p2c", f.mpmc_2p2c, f.arrayqueue_2p2c, ">=", 1.0),
+        // The same comparison without oversubscription: one sender and one receiver.
+        ("mpmc_1p1c_vs_arrayqueue_1p1c", f.mpmc_1p1c, f.arrayqueue_1p1c, ">=", 1.0),
         ("mpmc_4p4c_vs_mpmc_2p2c", f.mpmc_4p4c, f.mpmc_2p2c, ">=", 0.5),
         (
             "bytes_zero_copy_4KiB_vs_memcpy",

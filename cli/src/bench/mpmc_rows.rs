@@ -92,14 +92,14 @@ pub(crate) fn steps(plan: &Plan) -> Vec<Step> {
         Step::new(name.clone(), move |ctx: &mut Ctx<'_>| {
             let t = mpmc_throughput(&ctx.plan, senders, receivers, &ctx.cpus)?;
             match senders {
+                1 => ctx.fig.mpmc_1p1c = t.median,
                 2 => ctx.fig.mpmc_2p2c = t.median,
                 4 => ctx.fig.mpmc_4p4c = t.median,
                 _ => {}
             }
-            let kind = if senders == 1 { "throughput" } else { "scaling" };
             ctx.emit(
                 Record::throughput(&name, 8, &t)
-                    .of(kind, &transport, 8)
+                    .of("scaling", &transport, 8)
                     .text("wait", "spin_then_sleep"),
             );
             Ok(())

@@ -61,31 +61,31 @@ pub(crate) fn steps(plan: &Plan) -> Vec<Step> {
             }));
         }
     }
-    steps.extend([
-        Step::new("throughput/rtrb_threads_diag/8B", |ctx: &mut Ctx<'_>| {
-            let t = rtrb_threads(&ctx.plan, false, ctx.here, ctx.there);
-            ctx.fig.rtrb_per_message = t.median;
-            ctx.emit(
-                Record::throughput("rtrb_threads/per_message/8B", 8, &t).text("kind", "diagnostic"),
-            );
-            let t = rtrb_threads(&ctx.plan, true, ctx.here, ctx.there);
-            ctx.fig.rtrb_chunked = t.median;
-            ctx.emit(
-                Record::throughput("rtrb_threads/chunked/8B", 8, &t).text("kind", "diagnostic"),
-            );
+    steps.extend([Step::new("throughput/rtrb_threads_diag/8B", |ctx: &mut Ctx<'_>| {
+        let t = rtrb_threads(&ctx.plan, false, ctx.here, ctx.there);
+        ctx.fig.rtrb_per_message = t.median;
+        ctx.emit(
+            Record::throughput("rtrb_threads/per_message/8B", 8, &t).text("kind", "diagnostic"),
+        );
+        let t = rtrb_threads(&ctx.plan, true, ctx.here, ctx.there);
+        ctx.fig.rtrb_chunked = t.median;
+        ctx.emit(Record::throughput("rtrb_threads/chunked/8B", 8, &t).text("kind", "diagnostic"));
+        Ok(())
+    })]);
+    // ArrayQueue with 1+1 and 2+2 threads, beside the MPMC rows with as many processes.
+    steps.extend([1, 2].map(|n| {
+        let transport = format!("arrayqueue_threads_{n}p{n}c");
+        let name = format!("throughput/{transport}/8B");
+        Step::new(name.clone(), move |ctx: &mut Ctx<'_>| {
+            let t = arrayqueue_threads(&ctx.plan, n, n, &ctx.cpus);
+            match n {
+                1 => ctx.fig.arrayqueue_1p1c = t.median,
+                _ => ctx.fig.arrayqueue_2p2c = t.median,
+            }
+            ctx.emit(Record::throughput(&name, 8, &t).of("scaling", &transport, 8));
             Ok(())
-        }),
-        Step::new("throughput/arrayqueue_threads_2p2c/8B", |ctx: &mut Ctx<'_>| {
-            let t = arrayqueue_threads(&ctx.plan, 2, 2, &ctx.cpus);
-            ctx.fig.arrayqueue_2p2c = t.median;
-            ctx.emit(Record::throughput("throughput/arrayqueue_threads_2p2c/8B", 8, &t).of(
-                "scaling",
-                "arrayqueue_threads_2p2c",
-                8,
-            ));
-            Ok(())
-        }),
-    ]);
+        })
+    }));
     steps
 }
 
