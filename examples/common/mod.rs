@@ -57,6 +57,10 @@ impl Args {
         let mut flags = Vec::new();
         let mut it = std::env::args().skip(1);
         while let Some(arg) = it.next() {
+            if arg == "-h" || arg == "--help" {
+                flags.push("help".to_owned());
+                continue;
+            }
             let Some(key) = arg.strip_prefix("--") else {
                 return Err(format!("unexpected argument {arg:?}"));
             };
@@ -93,7 +97,13 @@ impl Args {
         Ok(Duration::from_secs_f64(self.number(key, default)?))
     }
 
+    /// Fails on an option not in `keys`, and on `--help` with the list of options (their
+    /// meaning is in the comment at the top of the example's source).
     pub fn check_known(&self, keys: &[&str]) -> Result<(), String> {
+        if self.flag("help") {
+            let options: Vec<String> = keys.iter().map(|k| format!("[--{k} VALUE]")).collect();
+            return Err(format!("options: {}", options.join(" ")));
+        }
         match self.pairs.iter().find(|(k, _)| !keys.contains(&k.as_str())) {
             Some((k, _)) => Err(format!("unknown option --{k}")),
             None => Ok(()),
