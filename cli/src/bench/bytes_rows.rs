@@ -51,16 +51,18 @@ pub(crate) fn steps(plan: &Plan) -> Vec<Step> {
     if !sizes.contains(&4096) {
         sizes.push(4096);
     }
-    for zero_copy in [false, true] {
+    // Copying and zero-copy while spinning; copying while sleeping on the futex.
+    let kinds = [(false, LATENCY_WAITS[0]), (true, LATENCY_WAITS[0]), (false, LATENCY_WAITS[1])];
+    for (zero_copy, (wait, wait_name)) in kinds {
         for size in sizes.iter().copied() {
-            let (transport, consume) = if zero_copy {
-                ("shmchan_bytes_zero_copy", "read_pod_3_words")
-            } else {
-                ("shmchan_bytes", "recv_into_vec")
+            let (transport, consume) = match (zero_copy, wait) {
+                (true, _) => ("shmchan_bytes_zero_copy", "read_pod_3_words"),
+                (false, WaitStrategy::Spin) => ("shmchan_bytes", "recv_into_vec"),
+                (false, _) => ("shmchan_bytes_futex", "recv_into_vec"),
             };
             let name = format!("throughput/{transport}/{}", size_name(size));
             steps.push(Step::new(name.clone(), move |ctx: &mut Ctx<'_>| {
-                let t = bytes_throughput(&ctx.plan, size, zero_copy, ctx.there)?;
+                let t = bytes_throughput(&ctx.plan, size, zero_copy, (wait, wait_name), ctx.there)?;
                 if zero_copy && size == 4096 {
                     ctx.fig.zero_copy_4k_bytes_per_s = t.median * 4096.0;
                 }
@@ -68,7 +70,7 @@ pub(crate) fn steps(plan: &Plan) -> Vec<Step> {
                     Record::throughput(&name, size, &t)
                         .of("throughput", transport, size)
                         .text("consume", consume)
-                        .text("wait", "spin")
+                        .text("wait", wait_name)
                         .num("capacity_bytes", BYTES_CAPACITY as f64),
                 );
                 Ok(())
@@ -84,10 +86,10 @@ pub(crate) fn child(role: &str, names: &[&str], param: &str) -> Option<Result<()
             let mut parts = param.split(',');
             let size = parts.next().unwrap_or("").parse::<usize>();
             let zero_copy = parts.next() == Some("zero_copy");
-            Some(
-                size.map_err(Into::into)
-                    .and_then(|size| bytes_source_child(names, size, zero_copy)),
-            )
+            let wait = parse_wait(parts.next().unwrap_or(""));
+            Some(size.map_err(Into::into).and_then(|size| {
+                wait.and_then(|wait| bytes_source_child(names, size, zero_copy, wait))
+            }))
         }
         "bytes_echo" => Some(parse_wait(param).and_then(|wait| bytes_echo_child(names, wait))),
         _ => None,
@@ -287,23 +289,24 @@ fn bytes_echo_child(names: &[&str], wait: WaitStrategy) -> Result<()> {
 /// channel), always as grant + `write_at` of a prepared buffer + commit (`send` is exactly
 /// that); the parent times their arrival and consumes each one either by copying it out
 /// (`recv` into a reused Vec) or in place: three `read_pod::<u64>` (first, middle and last
-/// word), checked against the pattern. Both sides use `WaitStrategy::Spin`, as the SPSC
-/// throughput rows do. One uncounted warm-up repetition, then `plan.reps` (see
+/// word), checked against the pattern. Both sides use the wait strategy given (`Spin` as the
+/// SPSC throughput rows, or `Sleep`: every wait on the futex). One uncounted warm-up repetition, then `plan.reps` (see
 /// [`counted_messages`]); the median is reported.
 pub(crate) fn bytes_throughput(
     plan: &Plan,
     size: usize,
     zero_copy: bool,
+    (wait, wait_name): (WaitStrategy, &str),
     cpu: Option<usize>,
 ) -> Result<Rates> {
     let (data_name, go_name) = (ShmName::new("bytes"), ShmName::new("go"));
     let opts = byte_ring::Options::new()
         .capacity_bytes(BYTES_CAPACITY)
         .max_message(BYTES_MAX_MESSAGE)
-        .wait_strategy(WaitStrategy::Spin);
+        .wait_strategy(wait);
     let mut rx = byte_ring::Channel::create(Backing::posix(&data_name.0), &opts)?.consumer()?;
     let mut go = Channel::<u64>::create(Backing::posix(&go_name.0), &Options::new())?.producer()?;
-    let param = format!("{size},{}", if zero_copy { "zero_copy" } else { "copy" });
+    let param = format!("{size},{},{wait_name}", if zero_copy { "zero_copy" } else { "copy" });
     let peer = Peer::spawn("bytes_source", &[&data_name.0, &go_name.0], &param, cpu)?;
 
     let expected = Expected::new(size);
@@ -336,8 +339,13 @@ pub(crate) fn bytes_throughput(
     Ok(Rates::from(rates, n))
 }
 
-pub(crate) fn bytes_source_child(names: &[&str], size: usize, zero_copy: bool) -> Result<()> {
-    let opts = byte_ring::Options::new().wait_strategy(WaitStrategy::Spin);
+pub(crate) fn bytes_source_child(
+    names: &[&str],
+    size: usize,
+    zero_copy: bool,
+    wait: WaitStrategy,
+) -> Result<()> {
+    let opts = byte_ring::Options::new().wait_strategy(wait);
     let mut tx = byte_ring::Channel::open(Backing::posix(names[0]), &opts)?.producer()?;
     let mut go = Channel::<u64>::open(Backing::posix(names[1]), &Options::new())?.consumer()?;
     let mut msg = bytes_pattern(size);

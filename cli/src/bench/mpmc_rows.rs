@@ -73,18 +73,23 @@ pub(crate) fn steps(plan: &Plan) -> Vec<Step> {
             }));
         }
     }
-    for size in plan.sizes.iter().copied() {
-        let name = format!("throughput/shmchan_mpmc/{}", size_name(size));
-        steps.push(Step::new(name.clone(), move |ctx: &mut Ctx<'_>| {
-            let t = by_words!(size, mpmc_throughput_1p1c(&ctx.plan, ctx.there))?;
-            ctx.emit(
-                Record::throughput(&name, size, &t)
-                    .of("throughput", "shmchan_mpmc", size)
-                    .text("wait", "spin")
-                    .num("capacity", capacity_for(size) as f64),
-            );
-            Ok(())
-        }));
+    for ((wait, wait_name), transport) in
+        LATENCY_WAITS.into_iter().zip(["shmchan_mpmc", "shmchan_mpmc_futex"])
+    {
+        for size in plan.sizes.iter().copied() {
+            let name = format!("throughput/{transport}/{}", size_name(size));
+            steps.push(Step::new(name.clone(), move |ctx: &mut Ctx<'_>| {
+                let t =
+                    by_words!(size, mpmc_throughput_1p1c(&ctx.plan, wait, wait_name, ctx.there))?;
+                ctx.emit(
+                    Record::throughput(&name, size, &t)
+                        .of("throughput", transport, size)
+                        .text("wait", wait_name)
+                        .num("capacity", capacity_for(size) as f64),
+                );
+                Ok(())
+            }));
+        }
     }
     steps.extend([(1, 1), (2, 2), (4, 4)].into_iter().map(|(senders, receivers)| {
         let transport = format!("shmchan_mpmc_{senders}p{receivers}c");
@@ -121,7 +126,7 @@ pub(crate) fn child(role: &str, names: &[&str], param: &str) -> Option<Result<()
             "mpmc_receiver" => mpmc_receiver_child(names, first, second.parse()?),
             // For the per-size roles the first parameter is the message's word count.
             "mpmc_echo" => by_words!(first * 8, mpmc_echo_child(names, parse_wait(second)?)),
-            _ => by_words!(first * 8, mpmc_source_child(names)),
+            _ => by_words!(first * 8, mpmc_source_child(names, parse_wait(second)?)),
         }
     };
     Some(run())
@@ -264,25 +269,30 @@ where
 }
 
 /// One sender process to one receiver (this process) over an MPMC channel of `[u64; W]`, the
-/// SPSC throughput rows' capacity, `WaitStrategy::Spin`, one message per call. The child sends
+/// SPSC throughput rows' capacity, both sides with `wait` (spinning, or sleeping on the futex
+/// whenever the ring is empty or full), one message per call. The child sends
 /// `n` messages whenever the parent asks (over a small SPSC `go` channel); the parent times
 /// their arrival and checks every sequence number. One uncounted warm-up repetition, then
 /// `plan.reps` (see [`counted_messages`]); the median is reported.
-fn mpmc_throughput_1p1c<const W: usize>(plan: &Plan, cpu: Option<usize>) -> Result<Rates>
+fn mpmc_throughput_1p1c<const W: usize>(
+    plan: &Plan,
+    wait: WaitStrategy,
+    wait_name: &str,
+    cpu: Option<usize>,
+) -> Result<Rates>
 where
     [u64; W]: Pod,
 {
     let bytes = W * 8;
     let (data_name, go_name) = (ShmName::new("mpmc-data"), ShmName::new("mpmc-go"));
-    let opts = mpmc::Options::new()
-        .capacity(capacity_for(bytes))
-        .max_endpoints(1)
-        .wait_strategy(WaitStrategy::Spin);
+    let opts =
+        mpmc::Options::new().capacity(capacity_for(bytes)).max_endpoints(1).wait_strategy(wait);
     let chan = mpmc::Channel::<[u64; W]>::create(Backing::posix(&data_name.0), &opts)?;
     let mut rx = chan.receiver()?;
     let mut go = spsc::Channel::<u64>::create(Backing::posix(&go_name.0), &spsc::Options::new())?
         .producer()?;
-    let peer = Peer::spawn("mpmc_source", &[&data_name.0, &go_name.0], &W.to_string(), cpu)?;
+    let param = format!("{W},{wait_name}");
+    let peer = Peer::spawn("mpmc_source", &[&data_name.0, &go_name.0], &param, cpu)?;
 
     let mut n = warmup_messages(plan, bytes);
     let mut rates = Vec::new();
@@ -312,11 +322,11 @@ where
     Ok(Rates::from(rates, n))
 }
 
-fn mpmc_source_child<const W: usize>(names: &[&str]) -> Result<()>
+fn mpmc_source_child<const W: usize>(names: &[&str], wait: WaitStrategy) -> Result<()>
 where
     [u64; W]: Pod,
 {
-    let opts = mpmc::Options::new().wait_strategy(WaitStrategy::Spin);
+    let opts = mpmc::Options::new().wait_strategy(wait);
     let mut tx = mpmc::Channel::<[u64; W]>::open(Backing::posix(names[0]), &opts)?.sender()?;
     let mut go =
         spsc::Channel::<u64>::open(Backing::posix(names[1]), &spsc::Options::new())?.consumer()?;
