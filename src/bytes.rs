@@ -68,6 +68,7 @@ use bytemuck::Pod;
 use crate::endpoint::{PeerWatch, claim, detach, detach_after_failure};
 use crate::error::{OpenError, RecvError, RecvTimeoutError, TryRecvError};
 use crate::layout::ElementType;
+use crate::options::{Common, common_option_setters};
 use crate::ring::bytes::{
     self as ring, BytesControl, BytesFlavor, ConsumerRing, DataMemory, ProducerRing, Record,
     Refused, Reservation, SharedData,
@@ -82,26 +83,12 @@ use crate::sync::wait::{self, Attempt, WaitStrategy};
 pub struct Options {
     capacity_bytes: usize,
     max_message: Option<usize>,
-    mode: u32,
-    wait: WaitStrategy,
-    remove_on_drop: bool,
-    allow_foreign_owner: bool,
-    open_timeout: Duration,
-    start_position: u64,
+    common: Common,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options {
-            capacity_bytes: 1 << 16,
-            max_message: None,
-            mode: 0o600,
-            wait: WaitStrategy::default(),
-            remove_on_drop: true,
-            allow_foreign_owner: false,
-            open_timeout: Duration::from_secs(1),
-            start_position: 0,
-        }
+        Options { capacity_bytes: 1 << 16, max_message: None, common: Common::default() }
     }
 }
 
@@ -129,67 +116,24 @@ impl Options {
         self
     }
 
-    /// Permission bits of a created object (default `0o600`), applied exactly, whatever the umask.
-    pub fn mode(mut self, mode: u32) -> Self {
-        self.mode = mode;
-        self
-    }
-
-    /// How blocking calls wait.
-    pub fn wait_strategy(mut self, wait: WaitStrategy) -> Self {
-        self.wait = wait;
-        self
-    }
-
-    /// Whether the creating process removes the name (POSIX, file, SysV) when its last handle
-    /// to the channel is dropped. Default `true`.
-    pub fn remove_on_drop(mut self, remove: bool) -> Self {
-        self.remove_on_drop = remove;
-        self
-    }
-
-    /// Accept opening a segment owned by another user (default: refuse).
-    pub fn allow_foreign_owner(mut self, allow: bool) -> Self {
-        self.allow_foreign_owner = allow;
-        self
-    }
-
-    /// How long `open` waits for a creator that has not finished initialising (default 1 s).
-    pub fn open_timeout(mut self, timeout: Duration) -> Self {
-        self.open_timeout = timeout;
-        self
-    }
-
-    /// The first position of a created ring (a multiple of 8). Only useful to test position
-    /// wrap-around.
-    #[doc(hidden)]
-    pub fn start_position(mut self, position: u64) -> Self {
-        self.start_position = position;
-        self
-    }
+    common_option_setters!();
 
     fn params(&self) -> Result<SegmentParams, OpenError> {
-        if self.start_position % ring::RECORD_ALIGN != 0 {
+        let start = self.common.start_position;
+        if start % ring::RECORD_ALIGN != 0 {
             return Err(OpenError::InvalidOption {
-                reason: format!("start position {} is not a multiple of 8", self.start_position),
+                reason: format!("start position {start} is not a multiple of 8"),
             });
         }
         let capacity = self.capacity_bytes as u64;
         let default_max = (capacity / 2).saturating_sub(ring::RECORD_HEADER);
-        Ok(SegmentParams {
-            extra: self.max_message.map_or(default_max, |m| m as u64),
-            element: ElementType {
-                size: ring::ELEM_SIZE,
-                align: ring::RECORD_ALIGN,
-                fingerprint: ring::BYTES_FINGERPRINT,
-            },
-            capacity,
-            mode: self.mode,
-            remove_on_drop: self.remove_on_drop,
-            allow_foreign_owner: self.allow_foreign_owner,
-            open_timeout: self.open_timeout,
-            start_position: self.start_position,
-        })
+        let element = ElementType {
+            size: ring::ELEM_SIZE,
+            align: ring::RECORD_ALIGN,
+            fingerprint: ring::BYTES_FINGERPRINT,
+        };
+        let max_message = self.max_message.map_or(default_max, |m| m as u64);
+        Ok(self.common.segment_params(element, capacity, max_message))
     }
 }
 
@@ -210,7 +154,7 @@ impl Channel {
     /// bad mode; [`OpenError::NoSpace`] if the space cannot be reserved, and the OS errors.
     pub fn create(backing: Backing, options: &Options) -> Result<Self, OpenError> {
         let segment = Segment::create::<BytesFlavor>(backing, &options.params()?)?;
-        Ok(Channel { segment: Arc::new(segment), wait: options.wait })
+        Ok(Channel { segment: Arc::new(segment), wait: options.common.wait })
     }
 
     /// Opens an existing byte-ring segment; its capacity and `max_message` come from the
@@ -221,7 +165,7 @@ impl Channel {
     /// channel gives [`OpenError::FlavorMismatch`].
     pub fn open(backing: Backing, options: &Options) -> Result<Self, OpenError> {
         let segment = Segment::open::<BytesFlavor>(backing, &options.params()?)?;
-        Ok(Channel { segment: Arc::new(segment), wait: options.wait })
+        Ok(Channel { segment: Arc::new(segment), wait: options.common.wait })
     }
 
     /// Attaches the producer endpoint.

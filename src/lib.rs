@@ -53,6 +53,7 @@ pub mod inspect;
 #[doc(hidden)]
 pub mod layout;
 pub mod mpmc;
+mod options;
 mod os;
 mod ring;
 mod segment;

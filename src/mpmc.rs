@@ -45,6 +45,7 @@ use crate::error::{
     OpenError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
 use crate::layout::{self, ElementType, endpoint};
+use crate::options::{Common, common_option_setters};
 use crate::ring::SharedSlots;
 use crate::ring::mpmc::{MAX_POSITION, MpmcControl, MpmcFlavor, Pop, Push, REGISTRY_OFFSET, Ring};
 use crate::segment::{Backing, Segment, SegmentParams};
@@ -57,28 +58,13 @@ use crate::sync::wait::{self, Attempt, PEER_CHECK_INTERVAL, WaitStrategy};
 pub struct Options {
     capacity: usize,
     max_endpoints: u64,
-    mode: u32,
     fingerprint: Option<u64>,
-    wait: WaitStrategy,
-    remove_on_drop: bool,
-    allow_foreign_owner: bool,
-    open_timeout: Duration,
-    start_position: u64,
+    common: Common,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options {
-            capacity: 1024,
-            max_endpoints: 64,
-            mode: 0o600,
-            fingerprint: None,
-            wait: WaitStrategy::default(),
-            remove_on_drop: true,
-            allow_foreign_owner: false,
-            open_timeout: Duration::from_secs(1),
-            start_position: 0,
-        }
+        Options { capacity: 1024, max_endpoints: 64, fingerprint: None, common: Common::default() }
     }
 }
 
@@ -102,69 +88,27 @@ impl Options {
         self
     }
 
-    /// Permission bits of a created object (default `0o600`), applied exactly.
-    pub fn mode(mut self, mode: u32) -> Self {
-        self.mode = mode;
-        self
-    }
-
     /// The type fingerprint every process must agree on (default: from `T`'s name and layout).
     pub fn fingerprint(mut self, fingerprint: u64) -> Self {
         self.fingerprint = Some(fingerprint);
         self
     }
 
-    /// How blocking calls wait.
-    pub fn wait_strategy(mut self, wait: WaitStrategy) -> Self {
-        self.wait = wait;
-        self
-    }
-
-    /// Whether the creating process removes the name when its last handle goes (default true).
-    pub fn remove_on_drop(mut self, remove: bool) -> Self {
-        self.remove_on_drop = remove;
-        self
-    }
-
-    /// Accept opening a segment owned by another user (default: refuse).
-    pub fn allow_foreign_owner(mut self, allow: bool) -> Self {
-        self.allow_foreign_owner = allow;
-        self
-    }
-
-    /// How long `open` waits for a creator that has not finished initialising (default 1 s).
-    pub fn open_timeout(mut self, timeout: Duration) -> Self {
-        self.open_timeout = timeout;
-        self
-    }
-
-    /// The first position of a created ring. Only useful in tests.
-    #[doc(hidden)]
-    pub fn start_position(mut self, position: u64) -> Self {
-        self.start_position = position;
-        self
-    }
+    common_option_setters!();
 
     fn params<T>(&self) -> Result<SegmentParams, OpenError> {
-        if self.start_position >= MAX_POSITION / 2 {
+        let start = self.common.start_position;
+        if start >= MAX_POSITION / 2 {
             return Err(OpenError::InvalidOption {
-                reason: format!("start position {} is too large", self.start_position),
+                reason: format!("start position {start} is too large"),
             });
         }
-        Ok(SegmentParams {
-            extra: self.max_endpoints,
-            element: ElementType {
-                size: size_of::<T>() as u64,
-                align: align_of::<T>() as u64,
-                fingerprint: self.fingerprint.unwrap_or_else(layout::default_fingerprint::<T>),
-            },
-            capacity: self.capacity as u64,
-            mode: self.mode,
-            remove_on_drop: self.remove_on_drop,
-            allow_foreign_owner: self.allow_foreign_owner,
-            open_timeout: self.open_timeout,
-            start_position: self.start_position,
-        })
+        let element = ElementType {
+            size: size_of::<T>() as u64,
+            align: align_of::<T>() as u64,
+            fingerprint: self.fingerprint.unwrap_or_else(layout::default_fingerprint::<T>),
+        };
+        Ok(self.common.segment_params(element, self.capacity as u64, self.max_endpoints))
     }
 }
 
@@ -216,7 +160,7 @@ impl<T: Pod> Channel<T> {
     /// `max_endpoints` outside 1..=16384 is [`OpenError::InvalidOption`].
     pub fn create(backing: Backing, options: &Options) -> Result<Self, OpenError> {
         let segment = Segment::create::<MpmcFlavor>(backing, &options.params::<T>()?)?;
-        Ok(Channel { segment: Arc::new(segment), wait: options.wait, _type: PhantomData })
+        Ok(Channel { segment: Arc::new(segment), wait: options.common.wait, _type: PhantomData })
     }
 
     /// Opens an existing MPMC segment, validating its header against `T`.
@@ -225,7 +169,7 @@ impl<T: Pod> Channel<T> {
     /// As [`spsc::Channel::open`](crate::spsc::Channel::open).
     pub fn open(backing: Backing, options: &Options) -> Result<Self, OpenError> {
         let segment = Segment::open::<MpmcFlavor>(backing, &options.params::<T>()?)?;
-        Ok(Channel { segment: Arc::new(segment), wait: options.wait, _type: PhantomData })
+        Ok(Channel { segment: Arc::new(segment), wait: options.common.wait, _type: PhantomData })
     }
 
     /// Attaches a sender (a registry entry of its own; clone it to share that entry).

@@ -51,6 +51,7 @@ use crate::error::{
     OpenError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
 use crate::layout::{self, ElementType, SpscControl};
+use crate::options::{Common, common_option_setters};
 use crate::ring::SharedSlots;
 use crate::ring::spsc::{ConsumerRing, Pop, ProducerRing, Push, SpscFlavor};
 use crate::segment::{Backing, Segment, SegmentParams};
@@ -62,27 +63,13 @@ use crate::sync::wait::{self, Attempt, WaitStrategy};
 #[derive(Debug, Clone)]
 pub struct Options {
     capacity: usize,
-    mode: u32,
     fingerprint: Option<u64>,
-    wait: WaitStrategy,
-    remove_on_drop: bool,
-    allow_foreign_owner: bool,
-    open_timeout: Duration,
-    start_position: u64,
+    common: Common,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options {
-            capacity: 1024,
-            mode: 0o600,
-            fingerprint: None,
-            wait: WaitStrategy::default(),
-            remove_on_drop: true,
-            allow_foreign_owner: false,
-            open_timeout: Duration::from_secs(1),
-            start_position: 0,
-        }
+        Options { capacity: 1024, fingerprint: None, common: Common::default() }
     }
 }
 
@@ -99,12 +86,6 @@ impl Options {
         self
     }
 
-    /// Permission bits of a created object (default `0o600`), applied exactly, whatever the umask.
-    pub fn mode(mut self, mode: u32) -> Self {
-        self.mode = mode;
-        self
-    }
-
     /// The type fingerprint both sides must agree on, instead of the default one derived from
     /// `T`'s type name, size and alignment. Use it when the two programs name the type differently.
     pub fn fingerprint(mut self, fingerprint: u64) -> Self {
@@ -112,53 +93,15 @@ impl Options {
         self
     }
 
-    /// How blocking calls wait.
-    pub fn wait_strategy(mut self, wait: WaitStrategy) -> Self {
-        self.wait = wait;
-        self
-    }
-
-    /// Whether the creating process removes the name (POSIX, file, SysV) when its last handle
-    /// to the channel is dropped. Default `true`.
-    pub fn remove_on_drop(mut self, remove: bool) -> Self {
-        self.remove_on_drop = remove;
-        self
-    }
-
-    /// Accept opening a segment owned by another user (default: refuse).
-    pub fn allow_foreign_owner(mut self, allow: bool) -> Self {
-        self.allow_foreign_owner = allow;
-        self
-    }
-
-    /// How long `open` waits for a creator that has not finished initialising (default 1 s).
-    pub fn open_timeout(mut self, timeout: Duration) -> Self {
-        self.open_timeout = timeout;
-        self
-    }
-
-    /// The first position of a created ring. Only useful to test position wrap-around.
-    #[doc(hidden)]
-    pub fn start_position(mut self, position: u64) -> Self {
-        self.start_position = position;
-        self
-    }
+    common_option_setters!();
 
     fn params<T>(&self) -> SegmentParams {
-        SegmentParams {
-            extra: 0,
-            element: ElementType {
-                size: size_of::<T>() as u64,
-                align: align_of::<T>() as u64,
-                fingerprint: self.fingerprint.unwrap_or_else(layout::default_fingerprint::<T>),
-            },
-            capacity: self.capacity as u64,
-            mode: self.mode,
-            remove_on_drop: self.remove_on_drop,
-            allow_foreign_owner: self.allow_foreign_owner,
-            open_timeout: self.open_timeout,
-            start_position: self.start_position,
-        }
+        let element = ElementType {
+            size: size_of::<T>() as u64,
+            align: align_of::<T>() as u64,
+            fingerprint: self.fingerprint.unwrap_or_else(layout::default_fingerprint::<T>),
+        };
+        self.common.segment_params(element, self.capacity as u64, 0)
     }
 }
 
@@ -190,7 +133,7 @@ impl<T: Pod> Channel<T> {
     /// capacity or mode, [`OpenError::NoSpace`] if the space cannot be reserved, and the OS errors.
     pub fn create(backing: Backing, options: &Options) -> Result<Self, OpenError> {
         let segment = Segment::create::<SpscFlavor>(backing, &options.params::<T>())?;
-        Ok(Channel { segment: Arc::new(segment), wait: options.wait, _type: PhantomData })
+        Ok(Channel { segment: Arc::new(segment), wait: options.common.wait, _type: PhantomData })
     }
 
     /// Opens an existing segment, validating its header against `T`.
@@ -214,7 +157,7 @@ impl<T: Pod> Channel<T> {
     /// [`OpenError::Corrupted`], [`OpenError::ForeignOwner`], [`OpenError::MissingSeals`]...
     pub fn open(backing: Backing, options: &Options) -> Result<Self, OpenError> {
         let segment = Segment::open::<SpscFlavor>(backing, &options.params::<T>())?;
-        Ok(Channel { segment: Arc::new(segment), wait: options.wait, _type: PhantomData })
+        Ok(Channel { segment: Arc::new(segment), wait: options.common.wait, _type: PhantomData })
     }
 
     /// Attaches the producer endpoint.
