@@ -305,6 +305,16 @@ fn rm_removes_ours_and_refuses_anything_else() {
     assert!(std::path::Path::new(&format!("/dev/shm/{}", foreign.0)).exists());
     // ls ignores it.
     assert!(!stdout(&run(&["ls"])).contains(&foreign.0));
+
+    // A symlink is not followed, and not removed either, even to a segment of ours.
+    let target = Name::new("target");
+    create(&target.0, "bytes", &[]);
+    let link = Name::new("link");
+    std::os::unix::fs::symlink(format!("/dev/shm/{}", target.0), format!("/dev/shm/{}", link.0))
+        .unwrap();
+    let o = run(&["rm", &link.0]);
+    assert!(!o.status.success() && stderr(&o).contains("not removed"), "{}", stderr(&o));
+    assert!(std::fs::symlink_metadata(format!("/dev/shm/{}", link.0)).is_ok());
 }
 
 #[test]

@@ -79,12 +79,19 @@ pub fn ls(json: bool) -> Result<String, String> {
 /// Removes one segment; refuses an object that is not a shmchan segment.
 pub fn rm(name: &SegmentName) -> Result<String, String> {
     match inspect(&name.target()) {
-        Err(e @ (OpenError::BadMagic { .. } | OpenError::TooSmall { .. })) => {
-            return Err(format!("{}; not removed", describe(&e)));
-        }
+        // Ours, readable or with a damaged or half-initialised header behind our magic: exactly
+        // what rm is for.
+        Ok(_)
+        | Err(
+            OpenError::Corrupted { .. }
+            | OpenError::VersionMismatch { .. }
+            | OpenError::NotInitialized
+            | OpenError::FlavorMismatch { .. },
+        ) => {}
         Err(e @ (OpenError::NotFound | OpenError::PermissionDenied)) => return Err(describe(&e)),
-        // A damaged or half-initialised segment of ours is exactly what rm is for.
-        Ok(_) | Err(_) => {}
+        // Anything else (another magic, too short for a header, a symlink, a directory) is not
+        // shown to be ours.
+        Err(e) => return Err(format!("{}; not removed", describe(&e))),
     }
     name.remove()?;
     Ok(format!("removed {name}"))
