@@ -265,10 +265,9 @@ fn read_spsc_control(mapping: &Mapping, snap: &mut Snapshot) {
     snap.tail = control.tail.0.load(Ordering::Relaxed);
     snap.head = control.head.0.load(Ordering::Relaxed);
     snap.poisoned = control.endpoints.0.poisoned.load(Ordering::Relaxed) != 0;
-    let (producer_role, consumer_role) = (Role::Producer, Role::Consumer);
     for (role, word) in [
-        (producer_role, &control.endpoints.0.producer),
-        (consumer_role, &control.endpoints.0.consumer),
+        (Role::Producer, &control.endpoints.0.producer),
+        (Role::Consumer, &control.endpoints.0.consumer),
     ] {
         if let Some(state) = endpoint_state(word.load(Ordering::Relaxed)) {
             snap.endpoints.push(Endpoint { role, index: 0, state });

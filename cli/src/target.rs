@@ -19,7 +19,7 @@ pub enum SegmentName {
 impl SegmentName {
     pub fn parse(arg: &str) -> Self {
         let body = arg.strip_prefix('/').unwrap_or(arg);
-        if body.contains('/') || arg.starts_with('.') && arg.contains('/') {
+        if body.contains('/') {
             SegmentName::File(PathBuf::from(arg))
         } else {
             SegmentName::Posix(format!("/{body}"))

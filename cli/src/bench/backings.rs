@@ -69,14 +69,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
-use shmchan::spsc::{Channel, Consumer, Options, Producer};
-use shmchan::{
-    Backing, OpenError, RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError,
-    WaitStrategy,
-};
+use shmchan::spsc::{Channel, Options};
+use shmchan::{Backing, OpenError, TryRecvError, TrySendError, WaitStrategy};
 
-use super::harness::{self, CHILD_DEADLINE, PEER_LIMIT, Peer, ShmName, WATCHED};
-use super::spsc_rows::{capacity_for, message};
+use super::harness::{self, CHILD_DEADLINE, IdleLimit, Peer, ShmName, WATCHED};
+use super::spsc_rows::{capacity_for, message, recv_bounded, send_bounded};
 use super::{Ctx, Latency, Plan, Rates, Record, Result, Step, size_name};
 
 /// The message of every steady-state row.
@@ -131,6 +128,25 @@ impl Kind {
     }
 }
 
+/// A steady-state row of `kind`: what it measured, the backing, how the peer reached it and
+/// the faults the measuring thread took.
+fn steady_row(
+    row: Record,
+    row_kind: &str,
+    kind: Kind,
+    faults: u64,
+    dir: Option<&DiskDir>,
+) -> Record {
+    let row = row
+        .text("kind", row_kind)
+        .text("backing", kind.name())
+        .num("size", MSG_BYTES as f64)
+        .text("wait", "spin")
+        .text("peer", kind.peer())
+        .num("parent_minor_faults", faults as f64);
+    with_fs(row, dir)
+}
+
 pub(crate) fn steps(_plan: &Plan) -> Vec<Step> {
     let mut steps = Vec::new();
     let size = size_name(MSG_BYTES);
@@ -139,14 +155,13 @@ pub(crate) fn steps(_plan: &Plan) -> Vec<Step> {
         steps.push(Step::new(name.clone(), move |ctx: &mut Ctx<'_>| {
             with_backing(ctx, &name, kind, |ctx, dir| {
                 let (s, faults) = latency(kind, &ctx.plan, ctx.there, dir)?;
-                let row = Record::latency(&name, &s)
-                    .text("kind", "backing_latency")
-                    .text("backing", kind.name())
-                    .num("size", MSG_BYTES as f64)
-                    .text("wait", "spin")
-                    .text("peer", kind.peer())
-                    .num("parent_minor_faults", faults as f64);
-                ctx.emit(with_fs(row, dir));
+                ctx.emit(steady_row(
+                    Record::latency(&name, &s),
+                    "backing_latency",
+                    kind,
+                    faults,
+                    dir,
+                ));
                 Ok(())
             })
         }));
@@ -156,14 +171,13 @@ pub(crate) fn steps(_plan: &Plan) -> Vec<Step> {
         steps.push(Step::new(name.clone(), move |ctx: &mut Ctx<'_>| {
             with_backing(ctx, &name, kind, |ctx, dir| {
                 let (t, faults) = throughput(kind, &ctx.plan, ctx.there, dir)?;
-                let row = Record::throughput(&name, MSG_BYTES, &t)
-                    .text("kind", "backing_throughput")
-                    .text("backing", kind.name())
-                    .num("size", MSG_BYTES as f64)
-                    .text("wait", "spin")
-                    .text("peer", kind.peer())
-                    .num("parent_minor_faults", faults as f64);
-                ctx.emit(with_fs(row, dir));
+                ctx.emit(steady_row(
+                    Record::throughput(&name, MSG_BYTES, &t),
+                    "backing_throughput",
+                    kind,
+                    faults,
+                    dir,
+                ));
                 Ok(())
             })
         }));
@@ -707,66 +721,6 @@ fn thread_minor_faults() -> u64 {
     ru.ru_minflt as u64
 }
 
-/// Receives a message; `None` once the producer is gone and the ring drained. The first try
-/// costs what `recv` costs; only a wait pays for the deadline (PEER_LIMIT).
-fn recv_bounded<T: Pod>(rx: &mut Consumer<T>) -> Result<Option<T>> {
-    match rx.try_recv() {
-        Ok(v) => return Ok(Some(v)),
-        Err(TryRecvError::Empty) => {}
-        Err(TryRecvError::Disconnected) => return Ok(None),
-        Err(e) => return Err(format!("recv: {e}").into()),
-    }
-    match rx.recv_timeout(PEER_LIMIT) {
-        Ok(v) => Ok(Some(v)),
-        Err(RecvTimeoutError::Disconnected) => Ok(None),
-        Err(e) => Err(format!("recv: {e}").into()),
-    }
-}
-
-/// Sends a message, waiting at most PEER_LIMIT for room; the first try costs what `send` costs.
-fn send_bounded<T: Pod>(tx: &mut Producer<T>, value: T) -> Result<()> {
-    match tx.try_send(value) {
-        Ok(()) => Ok(()),
-        Err(TrySendError::Full(v)) => tx
-            .send_timeout(v, PEER_LIMIT)
-            .map_err(|e: SendTimeoutError<T>| format!("send: {e}").into()),
-        Err(e) => Err(format!("send: {e}").into()),
-    }
-}
-
-/// Bounds a polling loop without reading the clock on its fast path: the clock is read once
-/// per 64 Ki fruitless polls in a row, and the loop fails once such a streak lasts PEER_LIMIT.
-struct Patience {
-    idle_polls: u64,
-    streak_start: Instant,
-}
-
-impl Patience {
-    fn new() -> Self {
-        Patience { idle_polls: 0, streak_start: Instant::now() }
-    }
-
-    #[inline(always)]
-    fn progress(&mut self) {
-        self.idle_polls = 0;
-    }
-
-    #[inline(always)]
-    fn idle(&mut self) -> Result<()> {
-        self.idle_polls += 1;
-        if self.idle_polls % 65_536 == 0 {
-            let now = Instant::now();
-            if self.idle_polls == 65_536 {
-                self.streak_start = now;
-            } else if now.duration_since(self.streak_start) >= PEER_LIMIT {
-                return Err("peer stopped responding".into());
-            }
-        }
-        std::hint::spin_loop();
-        Ok(())
-    }
-}
-
 /// The peer's side of the ping-pong: echoes every message until the parent detaches.
 fn echo_loop(ping: &Channel<Msg>, pong: &Channel<Msg>) -> Result<()> {
     let mut rx = ping.consumer()?;
@@ -782,15 +736,17 @@ fn source_loop(data: &Channel<Msg>, go: &Channel<u64>) -> Result<()> {
     let mut tx = data.producer()?;
     let mut go = go.consumer()?;
     while let Some(n) = recv_bounded(&mut go)? {
-        let mut patience = Patience::new();
+        let mut idle = IdleLimit::new();
         let mut seq = 0;
         while seq < n {
             match tx.try_send(message::<8>(seq)) {
                 Ok(()) => {
                     seq += 1;
-                    patience.progress();
+                    idle.progress();
                 }
-                Err(TrySendError::Full(_)) => patience.idle()?,
+                Err(TrySendError::Full(_)) => {
+                    idle.spin()?;
+                }
                 Err(e) => return Err(format!("send: {e}").into()),
             }
         }
@@ -880,7 +836,7 @@ fn throughput(
             faults_at_start = thread_minor_faults();
         }
         send_bounded(&mut go_tx, n as u64)?;
-        let mut patience = Patience::new();
+        let mut idle = IdleLimit::new();
         let t0 = Instant::now();
         let mut expected = 0u64;
         while expected < n as u64 {
@@ -890,9 +846,11 @@ fn throughput(
                         return Err(format!("got message {} for {expected}", m[0]).into());
                     }
                     expected += 1;
-                    patience.progress();
+                    idle.progress();
                 }
-                Err(TryRecvError::Empty) => patience.idle()?,
+                Err(TryRecvError::Empty) => {
+                    idle.spin()?;
+                }
                 Err(e) => return Err(format!("recv: {e}").into()),
             }
         }

@@ -379,3 +379,46 @@ pub fn monotonic_ns() -> u64 {
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
+
+/// Bounds a polling loop by [`PEER_LIMIT`] without reading the clock on its fast path: the
+/// clock is read once every [`IdleLimit::CHECK_EVERY`] fruitless turns in a row, and the loop
+/// fails once such a streak has lasted [`PEER_LIMIT`].
+#[derive(Default)]
+pub struct IdleLimit {
+    turns: u32,
+    deadline: Option<Instant>,
+}
+
+impl IdleLimit {
+    /// Idle turns between two looks at the clock (and at the peer, for callers that look).
+    pub const CHECK_EVERY: u32 = 1024;
+
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The peer made progress: the limit runs afresh from the next idle turn.
+    #[inline]
+    pub fn progress(&mut self) {
+        if self.deadline.is_some() {
+            self.deadline = None;
+        }
+    }
+
+    /// One idle turn (a spin-loop pause). `Ok(true)` on the turns that read the clock, when a
+    /// caller may also look whether its peer is gone; `Err` once the streak lasted
+    /// [`PEER_LIMIT`].
+    #[inline]
+    pub fn spin(&mut self) -> std::result::Result<bool, String> {
+        std::hint::spin_loop();
+        self.turns = self.turns.wrapping_add(1);
+        if self.turns % Self::CHECK_EVERY != 0 {
+            return Ok(false);
+        }
+        let now = Instant::now();
+        if now >= *self.deadline.get_or_insert(now + PEER_LIMIT) {
+            return Err(format!("nothing from the peer for {PEER_LIMIT:?}"));
+        }
+        Ok(true)
+    }
+}

@@ -8,7 +8,7 @@ use bytemuck::Pod;
 use shmchan::spsc::{Channel, Consumer, Options, Producer};
 use shmchan::{Backing, RecvTimeoutError, TryRecvError, TrySendError, WaitStrategy};
 
-use super::harness::{PEER_LIMIT, Peer, ShmName};
+use super::harness::{IdleLimit, PEER_LIMIT, Peer, ShmName};
 use super::mpmc_rows::{counted_messages, round_trips, warmup_messages};
 use super::{Ctx, Latency, Plan, Rates, Record, Result, Step, size_name};
 
@@ -194,65 +194,53 @@ pub(crate) fn send<T: Pod>(tx: &mut Producer<T>, value: T, mode: Mode) -> Result
 }
 
 /// `None` once the peer is gone and the ring drained. Bounded: a peer silent for
-/// [`PEER_LIMIT`] (dead before it attached, or hung) is an error, never a hang. The blocking
-/// modes try once first, so the clock is read only when the ring is found empty.
+/// [`PEER_LIMIT`] (dead before it attached, or hung) is an error, never a hang.
 pub(crate) fn recv<T: Pod>(rx: &mut Consumer<T>, mode: Mode) -> Result<Option<T>> {
-    let silent = || format!("nothing from the peer for {PEER_LIMIT:?}").into();
     if mode != Mode::TrySpin {
-        match rx.try_recv() {
-            Ok(v) => return Ok(Some(v)),
-            Err(TryRecvError::Empty) => {}
-            Err(TryRecvError::Disconnected) => return Ok(None),
-            Err(e) => return Err(format!("recv: {e}").into()),
-        }
-        return match rx.recv_timeout(PEER_LIMIT) {
-            Ok(v) => Ok(Some(v)),
-            Err(RecvTimeoutError::Disconnected) => Ok(None),
-            Err(RecvTimeoutError::Timeout) => Err(silent()),
-            Err(e) => Err(format!("recv: {e}").into()),
-        };
+        return recv_bounded(rx);
     }
     let mut idle = IdleLimit::new();
     loop {
         match rx.try_recv() {
             Ok(v) => return Ok(Some(v)),
-            Err(TryRecvError::Empty) => idle.spin().map_err(|()| silent())?,
+            Err(TryRecvError::Empty) => {
+                idle.spin()?;
+            }
             Err(TryRecvError::Disconnected) => return Ok(None),
             Err(e) => return Err(format!("recv: {e}").into()),
         }
     }
 }
 
-/// Bounds a spin loop by [`PEER_LIMIT`], reading the clock once every 64 Ki turns.
-pub(crate) struct IdleLimit {
-    turns: u32,
-    deadline: Option<Instant>,
+/// Receives with the handle's wait strategy: `try_recv` first (so the clock is read only when
+/// the ring is found empty), then waiting at most [`PEER_LIMIT`]. `None` once the producer is
+/// gone and the ring drained.
+pub(crate) fn recv_bounded<T: Pod>(rx: &mut Consumer<T>) -> Result<Option<T>> {
+    match rx.try_recv() {
+        Ok(v) => return Ok(Some(v)),
+        Err(TryRecvError::Empty) => {}
+        Err(TryRecvError::Disconnected) => return Ok(None),
+        Err(e) => return Err(format!("recv: {e}").into()),
+    }
+    match rx.recv_timeout(PEER_LIMIT) {
+        Ok(v) => Ok(Some(v)),
+        Err(RecvTimeoutError::Disconnected) => Ok(None),
+        Err(RecvTimeoutError::Timeout) => {
+            Err(format!("nothing from the peer for {PEER_LIMIT:?}").into())
+        }
+        Err(e) => Err(format!("recv: {e}").into()),
+    }
 }
 
-impl IdleLimit {
-    pub(crate) fn new() -> Self {
-        IdleLimit { turns: 0, deadline: None }
-    }
-
-    /// The peer made progress: the limit runs afresh from the next idle turn.
-    #[inline]
-    pub(crate) fn progress(&mut self) {
-        if self.deadline.is_some() {
-            self.deadline = None;
+/// Sends with the handle's wait strategy, waiting at most [`PEER_LIMIT`] for room; the first
+/// try costs what `send` costs.
+pub(crate) fn send_bounded<T: Pod>(tx: &mut Producer<T>, value: T) -> Result<()> {
+    match tx.try_send(value) {
+        Ok(()) => Ok(()),
+        Err(TrySendError::Full(v)) => {
+            tx.send_timeout(v, PEER_LIMIT).map_err(|e| format!("send: {e}").into())
         }
-    }
-
-    /// One idle turn; `Err` once the limit has passed without progress.
-    #[inline]
-    pub(crate) fn spin(&mut self) -> std::result::Result<(), ()> {
-        std::hint::spin_loop();
-        self.turns = self.turns.wrapping_add(1);
-        if self.turns & 0xffff != 0 {
-            return Ok(());
-        }
-        let now = Instant::now();
-        let deadline = *self.deadline.get_or_insert(now + PEER_LIMIT);
-        if now >= deadline { Err(()) } else { Ok(()) }
+        Err(e) => Err(format!("send: {e}").into()),
     }
 }
 
@@ -440,7 +428,7 @@ where
                 }
             }
             Err(TryRecvError::Empty) => {
-                idle.spin().map_err(|()| format!("nothing from the source for {PEER_LIMIT:?}"))?
+                idle.spin()?;
             }
             Err(e) => return Err(format!("recv: {e}").into()),
         }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
 
-use super::harness::{PEER_LIMIT, pin_to};
+use super::harness::{IdleLimit, PEER_LIMIT, pin_to};
 use super::mpmc_rows::{
     SENDER_SHIFT, Tally, by_words, counted_messages, mp_cpu, round_trips, warmup_messages,
 };
@@ -178,31 +178,6 @@ trait ThreadQueue<T: Send> {
     fn pop(rx: &mut Self::Rx) -> ThreadResult<Option<T>>;
 }
 
-/// Bounds a spin loop: [`turn`](Self::turn) pauses once and fails after [`PEER_LIMIT`] of
-/// turns; the clock is read, and the caller asked to look at its peer, every 1024 turns only.
-#[derive(Default)]
-struct Patience {
-    turns: u32,
-    deadline: Option<Instant>,
-}
-
-impl Patience {
-    /// One pause; `Ok(true)` when it is time to look whether the peer is gone.
-    #[inline]
-    fn turn(&mut self) -> ThreadResult<bool> {
-        std::hint::spin_loop();
-        self.turns = self.turns.wrapping_add(1);
-        if self.turns % 1024 != 0 {
-            return Ok(false);
-        }
-        let now = Instant::now();
-        if now >= *self.deadline.get_or_insert(now + PEER_LIMIT) {
-            return Err(format!("the other thread did nothing for {PEER_LIMIT:?}"));
-        }
-        Ok(true)
-    }
-}
-
 /// `rtrb::RingBuffer`: spinning on `push`/`pop`.
 struct RtrbEnds;
 
@@ -216,7 +191,7 @@ impl<T: Send> ThreadQueue<T> for RtrbEnds {
 
     fn push(tx: &mut Self::Tx, value: T) -> ThreadResult<()> {
         let Err(rtrb::PushError::Full(mut value)) = tx.push(value) else { return Ok(()) };
-        let mut patience = Patience::default();
+        let mut idle = IdleLimit::new();
         loop {
             // Waits for room before trying again, so a large value is not handed back and
             // forth on every turn.
@@ -226,19 +201,19 @@ impl<T: Send> ThreadQueue<T> for RtrbEnds {
                     Err(rtrb::PushError::Full(back)) => value = back,
                 }
             }
-            if patience.turn()? && tx.is_abandoned() {
+            if idle.spin()? && tx.is_abandoned() {
                 return Err("the consumer thread is gone".into());
             }
         }
     }
 
     fn pop(rx: &mut Self::Rx) -> ThreadResult<Option<T>> {
-        let mut patience = Patience::default();
+        let mut idle = IdleLimit::new();
         loop {
             if let Ok(v) = rx.pop() {
                 return Ok(Some(v));
             }
-            if patience.turn()? && rx.is_abandoned() {
+            if idle.spin()? && rx.is_abandoned() {
                 // SYNC: `is_abandoned` reads the Arc's count with no ordering promised; this
                 // fence makes that read an Acquire one, pairing with the Release decrement of the
                 // producer's drop, which follows its last push: the look below is conclusive.
@@ -293,7 +268,7 @@ impl<T: Send> ThreadQueue<T> for ArrayQueueEnds {
     fn push(tx: &mut Self::Tx, value: T) -> ThreadResult<()> {
         let shared = &*tx.0;
         let Err(mut value) = shared.queue.push(value) else { return Ok(()) };
-        let mut patience = Patience::default();
+        let mut idle = IdleLimit::new();
         loop {
             // As for rtrb: wait for room before handing the value over again.
             if !shared.queue.is_full() {
@@ -302,7 +277,7 @@ impl<T: Send> ThreadQueue<T> for ArrayQueueEnds {
                     Err(back) => value = back,
                 }
             }
-            if patience.turn()? && shared.rx_gone.load(Ordering::Relaxed) {
+            if idle.spin()? && shared.rx_gone.load(Ordering::Relaxed) {
                 return Err("the consumer thread is gone".into());
             }
         }
@@ -310,14 +285,14 @@ impl<T: Send> ThreadQueue<T> for ArrayQueueEnds {
 
     fn pop(rx: &mut Self::Rx) -> ThreadResult<Option<T>> {
         let shared = &*rx.0;
-        let mut patience = Patience::default();
+        let mut idle = IdleLimit::new();
         loop {
             if let Some(v) = shared.queue.pop() {
                 return Ok(Some(v));
             }
             // SYNC: Acquire pairs with the Release store in `ArrayQueueTx::drop`, after the
             // producer's last push: the look below is conclusive.
-            if patience.turn()? && shared.tx_gone.load(Ordering::Acquire) {
+            if idle.spin()? && shared.tx_gone.load(Ordering::Acquire) {
                 return Ok(shared.queue.pop());
             }
         }
