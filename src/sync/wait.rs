@@ -30,8 +30,9 @@ use crate::sync::park::{self, WaitOutcome};
 /// How a blocking call waits for the ring to change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WaitStrategy {
-    /// Busy-wait with pause hints (yielding now and then). Lowest latency; burns a core while
-    /// waiting. Peer liveness and the deadline are still checked.
+    /// Busy-wait with pause hints, yielding the core now and then (after every attempt once a
+    /// yield shows the core is shared). Lowest latency; burns a core while waiting. Peer
+    /// liveness and the deadline are still checked.
     Spin,
     /// Busy-wait for the given time, then sleep on the futex. The default, with 50 µs: short
     /// waits never pay a wake-up, long waits use no CPU.
@@ -53,9 +54,16 @@ pub(crate) const PEER_CHECK_INTERVAL: Duration = Duration::from_millis(25);
 /// Futex returns without progress tolerated before backing off.
 const FUTILE_WAKEUPS_BEFORE_BACKOFF: u32 = 16;
 const BACKOFF_SLEEP: Duration = Duration::from_millis(1);
-/// Spinning attempts between two yields: often enough that on an oversubscribed machine a
-/// spinning waiter hands its core to the peer it waits for within a few microseconds.
-const SPINS_PER_YIELD: u32 = 1 << 8;
+/// Attempts before a spinning waiter first yields its core.
+const FIRST_YIELD_AFTER: u32 = 32;
+/// Most attempts between two yields, reached while yielding finds nobody else to run.
+const MAX_ATTEMPTS_PER_YIELD: u32 = 1 << 10;
+/// Attempts between two looks at the clock while spinning.
+const ATTEMPTS_PER_CLOCK_READ: u32 = 64;
+/// A yield that took longer than this ran another task: the machine is oversubscribed, and
+/// that task may be the peer we wait for. Yielding with nobody else runnable costs a system
+/// call (~0.2 µs); handing the core over and getting it back costs a context switch each way.
+const BUSY_YIELD: Duration = Duration::from_micros(1);
 
 /// An operation that can be attempted without blocking.
 pub(crate) trait Attempt {
@@ -124,6 +132,50 @@ impl Sleeper for Waiters {
     fn retire(&self, _: u32) {}
 }
 
+/// When a spinning waiter yields its core. It yields early, and measures each yield: one that
+/// came back at once found nobody else to run, so the next comes later (the waiter keeps its
+/// reaction time); one that took a context switch shows the core is shared, perhaps with the
+/// very peer it waits for (four endpoints on two cores), so from then on it yields after every
+/// attempt, as `crossbeam_utils::Backoff` does once its spin limit is reached.
+struct YieldPacing {
+    attempts_per_yield: u32,
+    since_yield: u32,
+    /// Time spent in yields that ran another task.
+    handed_over: Duration,
+}
+
+impl YieldPacing {
+    fn new() -> Self {
+        YieldPacing {
+            attempts_per_yield: FIRST_YIELD_AFTER,
+            since_yield: 0,
+            handed_over: Duration::ZERO,
+        }
+    }
+
+    /// How many attempts to make before the next call to `maybe_yield`.
+    fn attempts_before_next(&self) -> u32 {
+        (self.attempts_per_yield - self.since_yield).min(ATTEMPTS_PER_CLOCK_READ)
+    }
+
+    fn maybe_yield(&mut self) {
+        self.since_yield += self.attempts_before_next();
+        if self.since_yield < self.attempts_per_yield {
+            return;
+        }
+        self.since_yield = 0;
+        let before = Instant::now();
+        std::thread::yield_now();
+        let took = before.elapsed();
+        self.attempts_per_yield = if took >= BUSY_YIELD {
+            self.handed_over += took;
+            1
+        } else {
+            (self.attempts_per_yield * 2).min(MAX_ATTEMPTS_PER_YIELD)
+        };
+    }
+}
+
 /// Waits until `op.attempt()` finishes or `deadline` passes (`None` then).
 pub(crate) fn block<A: Attempt, S: Sleeper + ?Sized>(
     op: &mut A,
@@ -143,10 +195,13 @@ pub(crate) fn block<A: Attempt, S: Sleeper + ?Sized>(
         WaitStrategy::Sleep => Some(Duration::ZERO),
     };
 
-    let mut spins: u32 = 0;
+    let mut yields = YieldPacing::new();
     loop {
         let now = Instant::now();
-        if spin_for.is_some_and(|d| now.duration_since(started) >= d) {
+        // The spin budget counts our own spinning, not the time other tasks ran on the core
+        // we yielded: on an oversubscribed machine the peer often runs in exactly that time.
+        let spun = now.duration_since(started).saturating_sub(yields.handed_over);
+        if spin_for.is_some_and(|d| spun >= d) {
             break;
         }
         if deadline.is_some_and(|d| now >= d) {
@@ -156,16 +211,13 @@ pub(crate) fn block<A: Attempt, S: Sleeper + ?Sized>(
             op.check_peer();
             last_peer_check = now;
         }
-        for _ in 0..64 {
+        for _ in 0..yields.attempts_before_next() {
             if let Some(done) = op.attempt() {
                 return Some(done);
             }
             spin_hint();
         }
-        spins = spins.wrapping_add(64);
-        if spins % SPINS_PER_YIELD == 0 {
-            std::thread::yield_now();
-        }
+        yields.maybe_yield();
     }
 
     let mut futile = 0u32;
