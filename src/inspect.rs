@@ -277,11 +277,14 @@ fn read_spsc_control(mapping: &Mapping, snap: &mut Snapshot) {
     snap.sleeping_receivers = u32::from(control.consumer_wait.0.load(Ordering::Relaxed) != 0);
 }
 
+/// Words in one MPMC registry entry (a line).
+const LINE_WORDS: usize = (layout::LINE / 8) as usize;
+
 /// Reads the MPMC control block and its endpoint registry.
 fn read_mpmc_control(mapping: &Mapping, geometry: &Geometry, snap: &mut Snapshot) {
     let control_ptr = mapping.base().as_ptr().wrapping_add(layout::CONTROL_OFFSET as usize);
     // SAFETY: the validated geometry puts an MpmcControl at CONTROL_OFFSET, followed by
-    // 2 * max_endpoints registry words, all within segment_len; atomics only, loads only.
+    // 2 * max_endpoints registry lines, all within segment_len; atomics only, loads only.
     let control = unsafe { &*control_ptr.cast::<MpmcControl>() };
     let stats = &control.stats.0;
     snap.tail = control.tail.0.load(Ordering::Relaxed);
@@ -295,9 +298,9 @@ fn read_mpmc_control(mapping: &Mapping, geometry: &Geometry, snap: &mut Snapshot
     let registry = control_ptr.wrapping_add(REGISTRY_OFFSET as usize).cast::<AtomicU64>();
     for (role, first) in [(Role::Sender, 0), (Role::Receiver, max)] {
         for index in 0..max {
-            // SAFETY: word first + index < 2 * max_endpoints lies in the registry (see above),
-            // 8-aligned (the registry starts on a line).
-            let word = unsafe { &*registry.add(first + index) };
+            // SAFETY: entry first + index < 2 * max_endpoints lies in the registry (see above),
+            // one line each, its owner word first (the registry starts on a line).
+            let word = unsafe { &*registry.add((first + index) * LINE_WORDS) };
             if let Some(state) = endpoint_state(word.load(Ordering::Relaxed)) {
                 snap.endpoints.push(Endpoint { role, index, state });
             }

@@ -56,7 +56,7 @@ use crate::sync::atomic::{AtomicU32, AtomicU64};
 /// `b"SHMCHAN\0"` read as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMCHAN\0");
 /// The layout major version this build writes and reads.
-pub const VERSION_MAJOR: u16 = 1;
+pub const VERSION_MAJOR: u16 = 2;
 /// The layout minor version this build writes.
 pub const VERSION_MINOR: u16 = 0;
 /// `init_state` once the creator has written the whole header and control block.

@@ -6,28 +6,59 @@
 //! ```
 //!
 //! The control block is built as a value and the slots on the heap ([`HeapSlots`], loom cells,
-//! so a payload read racing a write fails the model), each slot's state word set to its first
-//! position as `MpmcFlavor::initialize` does. The handles mirror `src/mpmc.rs`, minus what loom
-//! cannot or need not see (the mapping, `/proc`, poisoning, the rate-limited registry scan):
-//! - send: `Ring::push`, then `wait::notify(not_empty, fences, false)`;
-//! - receive: `Ring::pop`, then `wait::notify(not_full, fences, false)` after an item; on
-//!   `Empty`, `all_gone(Sender)`'s fast path (`senders_ever != 0` loaded Relaxed, then
-//!   `senders_attached == 0` loaded Acquire, as in `Liveness::all_gone`) and, if it says gone,
-//!   one more pop to choose
-//!   between a last message and `Disconnected`;
+//! so a payload read racing a write fails the model), each slot's stamp set to its first
+//! position as `MpmcFlavor::initialize` does. The registry is a small heap one ([`Entry`]: the
+//! index, the owner word and one intent lane per endpoint, the lane initialised to [`IDLE`]),
+//! in registry order. The handles mirror `src/mpmc.rs`, minus what loom cannot or need not see
+//! (the mapping, `/proc`, poisoning, the rate limit of the registry lookups, lanes shared by
+//! clones):
+//! - send: `Ring::push` with the handle's lane, then `wait::notify(not_empty, fences, false)`;
+//! - receive: `Ring::pop` with the handle's lane, then `wait::notify(not_full, fences, false)`
+//!   after an item; on `Empty`, `all_gone(Sender)`'s fast path (`senders_ever != 0` loaded
+//!   Relaxed, then `senders_attached == 0` loaded Acquire, as in `Liveness::all_gone`) and, if
+//!   it says gone, one more pop to choose between a last message and `Disconnected`;
+//! - who holds a claim: [`Shared::holder_of`], `holder_of` of `src/mpmc.rs` step for step: for
+//!   every entry of the role, the owner word loaded Acquire (vacant or detached: skipped), the
+//!   lane loaded Acquire; a live owner naming the position is [`Holder::Live`] at once, else
+//!   [`Holder::Dead`] if a dead one named it, else [`Holder::Nobody`];
+//! - liveness: an owner is dead only if it is endpoint [`DEAD`]'s original owner word and the
+//!   dying thread has set `death_confirmed` (Release, its last act; read Acquire), as a `/proc`
+//!   check that can only see a death after it happened;
+//! - taking over a dead entry ([`attach_over_dead`], the dead branch of `Channel::attach`): the
+//!   claims its lane names are resolved first (`resolve_claims_of`: `Ring::resolve_write` or
+//!   `Ring::resolve_read`), then the owner word is swapped (AcqRel CAS), the lane reset to
+//!   `IDLE` (Release) and the attach count raised;
 //! - a sender's drop: its registry entry gains `DETACHED` (Release CAS, `endpoint::detach`),
 //!   `senders_attached` is decremented (Release), then `wait::notify_unconditionally(not_empty)`;
 //! - blocking calls: `wait::block` with [`WaitStrategy::Sleep`] and no deadline on the
 //!   [`Waiters`] event count; under loom `park::wait` ignores timeouts, so a lost wake-up leaves
-//!   a thread asleep for ever and loom reports a deadlock;
-//! - liveness: `dead_sender`/`dead_receiver` say "dead" for [`DEAD`] only once the dying thread
-//!   has set `death_confirmed` (Release, its last act; read Acquire), as a `/proc` check that
-//!   can only see a death after it happened.
+//!   a thread asleep for ever and loom reports a deadlock.
 //!
 //! A dying endpoint runs the real `Ring::push`/`Ring::pop` over [`DyingSlots`], whose payload
-//! copy unwinds (`resume_unwind`, which runs no panic hook): the claim CAS and the move of
-//! `tail`/`head` happen exactly as in the crate, and the publish/free store never does. The
-//! thread catches its own unwind and stops, as a process killed between the two would.
+//! copy unwinds (`resume_unwind`, which runs no panic hook): the intent store, the claiming CAS
+//! of `tail`/`head` happen exactly as in the crate, so its lane names the position it claimed,
+//! and the publish/free store never happens (a dying sender leaves the stamp free for its
+//! position). The thread catches its own unwind and stops, as a process killed between the two
+//! would.
+//!
+//! Stale intents (a lane naming a position its endpoint did not claim) come two ways. An
+//! endpoint that dies between its intent store and its CAS is set up by hand (its lane names
+//! the position, `tail`/`head` did not move, its death is confirmed): no slot access lies
+//! between the two for [`DyingSlots`] to stop at. A live sender overtaken between its load of
+//! `tail` and its intent store is forced with [`OvertakenSlots`], whose first stamp access lets
+//! a rival claim the position and die first.
+//!
+//! What loom shows about the orderings of the claim: weakening the Release of a claiming CAS
+//! fails the stale-intent model of a dead endpoint of that role (a scan misses the live
+//! claimer's intent and resolves its claim under it; for `head`, so does
+//! `dead_receiver_is_freed_once_confirmed`), and a Relaxed stamp publish fails every model
+//! that carries a message. Making the intent stores and the lane loads Relaxed passes every model: a
+//! scan sees the claimer's intent through the claiming CAS (Release) and its own load of
+//! `tail`/`head` (Acquire). Their own Release/Acquire matter when a scan reads a live
+//! endpoint's newer intent (after it published the position) while a dead lane names the old
+//! one: without them, the language allows the resolving CAS of the stamp to be ordered before
+//! that publish. Loom orders every read-modify-write after the last store executed, so it
+//! cannot produce that execution.
 //!
 //! Every model uses a two-slot ring. The sleep models are held at
 //! [`SLEEP_MODEL_MAX_PREEMPTIONS`] like those of `loom_models` (tokio-rs/loom#254); none of the
@@ -47,6 +78,7 @@
 //!   Relaxed: a receiver can see "no sender left" without seeing the last message, and report
 //!   `Disconnected` while it sits in the ring.
 
+use std::cell::Cell;
 use std::mem::ManuallyDrop;
 use std::ops::Deref;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -54,8 +86,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use loom::sync::Arc;
 use loom::thread;
 
-use crate::layout::Waiters;
-use crate::ring::mpmc::{MpmcControl, Pop, Push, Ring};
+use crate::layout::{Waiters, endpoint};
+use crate::ring::mpmc::{Holder, IDLE, MpmcControl, Pop, Push, Resolution, Ring};
 use crate::ring::{HeapSlots, SlotMemory};
 use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::sync::fence::Fences;
@@ -65,6 +97,8 @@ use crate::sync::wait::{self, Attempt, SLICE, Sleeper, WaitStrategy};
 const CAPACITY: u64 = 2;
 /// The registry index of the endpoint that dies in the dead-claim models.
 const DEAD: u16 = 7;
+/// The owner word a process writes when it takes over a dead entry ([`attach_over_dead`]).
+const NEW_OWNER: u64 = 999;
 /// The bound of the models where a side sleeps (see `loom_models::SLEEP_MODEL_MAX_PREEMPTIONS`).
 const SLEEP_MODEL_MAX_PREEMPTIONS: usize = 3;
 /// Yields after which a spinning thread gives up: under loom a spinner runs again only when no
@@ -72,11 +106,11 @@ const SLEEP_MODEL_MAX_PREEMPTIONS: usize = 3;
 /// near this; past it every other thread is asleep or gone, which the models report as a lost
 /// wake-up rather than let loom run into its branch limit.
 const MAX_SPINS: u32 = 40;
-/// The bound of the three-thread models `one_sender_two_receivers`, `two_senders_one_receiver`
-/// and `no_lost_wake_up_senders`: at 3 they run past the suite's three-minute budget (the
-/// first takes minutes, the others 40 s and 20 s alone, 790 000 and 474 000 executions); at 2
-/// they explore about 250 000, 46 000 and 30 000. A budget bound, not a false alarm: the last
-/// two pass at 3.
+/// The bound of the three-thread models `one_sender_two_receivers` and
+/// `no_lost_wake_up_senders`: at 3 they run past the suite's three-minute budget (7.1 million
+/// executions in 471 s and 769 000 in 43 s on a two-core machine, both passing); at 2 they
+/// explore 236 000 and 48 000. A budget bound, not a false alarm. `two_senders_one_receiver`
+/// (255 000 executions, 16 s) runs at the full bound.
 const THREE_THREAD_MAX_PREEMPTIONS: usize = 2;
 
 /// Runs `f` under every interleaving within the preemption bound (`LOOM_MAX_PREEMPTIONS`, else
@@ -177,6 +211,8 @@ impl Sleeper for CountFirst<'_> {
     type Token = u32;
 
     fn announce(&self) -> u32 {
+        // SYNC: SeqCst, as the crate's announce (`impl Sleeper for Waiters`): pairs with the
+        // waker's fence and `waiters` swap in `wait::notify`; only the order of the two differs.
         self.0.waiters.fetch_add(1, Ordering::SeqCst);
         self.0.epoch.load(Ordering::SeqCst)
     }
@@ -202,28 +238,103 @@ fn block_on<A: Attempt>(protocol: Protocol, op: &mut A, w: &Waiters) -> A::Outpu
     done.expect("no deadline")
 }
 
+/// The two halves of the registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Sender,
+    Receiver,
+}
+
+/// The owner word of endpoint `i` of `role` (any attached value will do; distinct per
+/// endpoint, so the dead one's word is recognisable).
+fn owner_word(role: Role, i: u16) -> u64 {
+    let base = match role {
+        Role::Sender => 100,
+        Role::Receiver => 200,
+    };
+    endpoint::attached(base + u32::from(i), 1)
+}
+
+/// One registry entry (`src/mpmc.rs`: a line of owner word and intent lanes), with one lane:
+/// one handle per entry in these models.
+struct Entry {
+    index: u16,
+    owner: AtomicU64,
+    lane: AtomicU64,
+}
+
 /// The shared memory of one channel, and the model's stand-in for `/proc`.
 struct Shared {
     ctl: MpmcControl,
     slots: HeapSlots<u64>,
     ring: Ring,
-    /// Registry entries of the senders (owner words), for the detach.
-    sender_entries: Vec<AtomicU64>,
+    /// The sender entries, in registry order.
+    senders: Vec<Entry>,
+    /// The receiver entries, in registry order.
+    receivers: Vec<Entry>,
     /// Non-zero once the death of endpoint [`DEAD`] is confirmed.
     death_confirmed: AtomicU32,
     protocol: Protocol,
+    /// Counts the scans that found a live lane naming the position after a dead one did (the
+    /// stale intent of a live endpoint beside a dead claim), across the model's executions.
+    live_beside_dead: Seen,
 }
 
 impl Shared {
-    /// The liveness check both `dead_sender` and `dead_receiver` closures use.
-    fn confirmed_dead(&self, index: u16) -> bool {
+    fn entries(&self, role: Role) -> &[Entry] {
+        match role {
+            Role::Sender => &self.senders,
+            Role::Receiver => &self.receivers,
+        }
+    }
+
+    fn entry(&self, role: Role, index: u16) -> &Entry {
+        let entry = self.entries(role).iter().find(|e| e.index == index);
+        entry.expect("the model registered this endpoint")
+    }
+
+    /// The liveness check of an entry's owner (`Liveness::entry_gone` for an attached word).
+    fn confirmed_dead(&self, owner: u64) -> bool {
+        let dying =
+            owner == owner_word(Role::Sender, DEAD) || owner == owner_word(Role::Receiver, DEAD);
         // SYNC: Acquire pairs with the dying thread's Release store: a death is seen only after
         // everything the dead endpoint did.
-        index == DEAD && self.death_confirmed.load(Ordering::Acquire) != 0
+        dying && self.death_confirmed.load(Ordering::Acquire) != 0
+    }
+
+    /// `holder_of` of `src/mpmc.rs`: who holds a claim on `position` among the endpoints of
+    /// `role`.
+    fn holder_of(&self, role: Role, position: u64) -> Holder {
+        let mut dead = false;
+        for entry in self.entries(role) {
+            // SYNC: Acquire pairs with the Release CAS that took the entry (`attach_over_dead`)
+            // or detached it (`endpoint::detach`).
+            let owner = entry.owner.load(Ordering::Acquire);
+            if owner == endpoint::VACANT || endpoint::is_detached(owner) {
+                continue;
+            }
+            // SYNC: Acquire pairs with the Release intent stores in `Ring::push`/`Ring::pop` and
+            // the Release reset in `attach_over_dead`: an intent newer than a claim comes with
+            // that claim's stamp store.
+            if entry.lane.load(Ordering::Acquire) != position {
+                continue;
+            }
+            if self.confirmed_dead(owner) {
+                dead = true;
+            } else {
+                if dead {
+                    self.live_beside_dead.hit();
+                }
+                return Holder::Live;
+            }
+        }
+        if dead { Holder::Dead } else { Holder::Nobody }
     }
 
     /// (head, tail).
     fn positions(&self) -> (u64, u64) {
+        // SYNC: Acquire pairs with the claiming CASes (AcqRel); the models read the positions
+        // after joining the threads that moved them, so the join orders them anyway.
         (self.ctl.head.0.load(Ordering::Acquire), self.ctl.tail.0.load(Ordering::Acquire))
     }
 }
@@ -261,14 +372,20 @@ impl Drop for SharedRef {
     }
 }
 
-/// The owner word of sender `i` (any attached value will do).
-fn sender_word(i: u16) -> u64 {
-    crate::layout::endpoint::attached(100 + u32::from(i), 1)
+/// A two-slot channel whose positions start at `start`, with the given sender and receiver
+/// registry entries (indices, in registry order) attached, each lane `IDLE`.
+fn channel(start: u64, senders: &[u16], receivers: &[u16], protocol: Protocol) -> SharedRef {
+    channel_noting(start, senders, receivers, protocol, Seen::default())
 }
 
-/// A two-slot channel whose positions start at `start`, with `senders` senders (indices
-/// `0..senders`) attached and one receiver ever attached.
-fn channel(start: u64, senders: u16, protocol: Protocol) -> SharedRef {
+/// [`channel`], with [`Shared::live_beside_dead`] counted in `live_beside_dead`.
+fn channel_noting(
+    start: u64,
+    senders: &[u16],
+    receivers: &[u16],
+    protocol: Protocol,
+    live_beside_dead: Seen,
+) -> SharedRef {
     let slots = HeapSlots::<u64>::new(CAPACITY, start);
     for k in 0..CAPACITY {
         let p = start + k;
@@ -277,17 +394,26 @@ fn channel(start: u64, senders: u16, protocol: Protocol) -> SharedRef {
     let ctl = MpmcControl::new(start);
     let stats = &ctl.stats.0;
     stats.senders_ever.store(1, Ordering::Relaxed);
-    stats.senders_attached.store(u32::from(senders), Ordering::Relaxed);
+    stats.senders_attached.store(senders.len() as u32, Ordering::Relaxed);
     stats.receivers_ever.store(1, Ordering::Relaxed);
-    stats.receivers_attached.store(1, Ordering::Relaxed);
-    let sender_entries = (0..senders).map(|i| AtomicU64::new(sender_word(i))).collect();
+    stats.receivers_attached.store(receivers.len() as u32, Ordering::Relaxed);
+    let entries = |role, indices: &[u16]| -> Vec<Entry> {
+        let entry = |&index| Entry {
+            index,
+            owner: AtomicU64::new(owner_word(role, index)),
+            lane: AtomicU64::new(IDLE),
+        };
+        indices.iter().map(entry).collect()
+    };
     let shared = Arc::new(Shared {
         ctl,
         slots,
         ring: Ring::new(CAPACITY),
-        sender_entries,
+        senders: entries(Role::Sender, senders),
+        receivers: entries(Role::Receiver, receivers),
         death_confirmed: AtomicU32::new(0),
         protocol,
+        live_beside_dead,
     });
     SharedRef(ManuallyDrop::new(shared))
 }
@@ -298,6 +424,8 @@ fn wake(w: &Waiters, fences: Fences, waker: Waker) {
         Waker::Notify => wait::notify(w, fences, false),
         Waker::NoFence => {
             if w.waiters.load(Ordering::Relaxed) != 0 {
+                // SYNC: SeqCst, as the epoch bump of `wait::notify` (pairs with the sleeper's
+                // epoch load in its announce and `park::wait`).
                 w.epoch.fetch_add(1, Ordering::SeqCst);
                 park::wake_one(&w.epoch);
             }
@@ -319,32 +447,30 @@ fn block_without_recheck<A: Attempt>(op: &mut A, w: &Waiters) -> A::Output {
     }
 }
 
-/// A sender handle (registry index `me`).
+/// A sender handle (registry index `me`; it uses the entry's lane).
 struct Tx {
     s: SharedRef,
     me: u16,
     fences: Fences,
-    /// As `End::streaming`: the one-CAS claim after a success, the reading claim after Full.
-    streaming: std::cell::Cell<bool>,
 }
 
 fn sender(s: &SharedRef, me: u16) -> Tx {
-    Tx { s: s.clone(), me, fences: Fences::for_process(), streaming: true.into() }
+    Tx { s: s.clone(), me, fences: Fences::for_process() }
 }
 
 impl Tx {
     /// `Sender::try_send` (without the receivers-gone checks: receivers never leave here):
     /// push, then notify `not_empty`. `false` when the ring is full.
     fn try_send(&self, value: u64) -> bool {
+        self.try_send_over(&self.s.slots, value)
+    }
+
+    /// [`Tx::try_send`] over `slots` (the channel's, or a wrapper around them).
+    fn try_send_over<S: SlotMemory<u64>>(&self, slots: &S, value: u64) -> bool {
         let s = &*self.s;
-        let dead = |r| s.confirmed_dead(r);
-        let outcome = if self.streaming.get() {
-            s.ring.push_fast(&s.ctl, &s.slots, self.me, &value, dead)
-        } else {
-            s.ring.push(&s.ctl, &s.slots, self.me, &value, dead)
-        };
-        self.streaming.set(outcome == Push::Done);
-        match outcome {
+        let lane = &s.entry(Role::Sender, self.me).lane;
+        let holding = |p| s.holder_of(Role::Receiver, p);
+        match s.ring.push(&s.ctl, slots, lane, &value, holding) {
             Push::Done => {
                 wake(&s.ctl.not_empty.0, self.fences, s.protocol.waker);
                 true
@@ -377,9 +503,10 @@ impl Tx {
     /// The drop of a sender's last handle (`mpmc::Shared::drop`).
     fn detach(self) {
         let s = &*self.s;
-        let me = sender_word(self.me);
-        crate::endpoint::detach(&s.sender_entries[usize::from(self.me)], me);
+        let me = owner_word(Role::Sender, self.me);
+        crate::endpoint::detach(&s.entry(Role::Sender, self.me).owner, me);
         let order = match s.protocol.disconnect {
+            // SYNC: Release pairs with the Acquire load in `Rx::senders_gone` (`Shared::drop`).
             Disconnect::AsMpmcRs => Ordering::Release,
             Disconnect::Relaxed => Ordering::Relaxed,
         };
@@ -417,30 +544,24 @@ enum Recv {
     Disconnected,
 }
 
-/// A receiver handle (registry index `me`).
+/// A receiver handle (registry index `me`; it uses the entry's lane).
 struct Rx {
     s: SharedRef,
     me: u16,
     fences: Fences,
-    /// As `Tx::streaming`.
-    streaming: std::cell::Cell<bool>,
 }
 
 fn receiver(s: &SharedRef, me: u16) -> Rx {
-    Rx { s: s.clone(), me, fences: Fences::for_process(), streaming: true.into() }
+    Rx { s: s.clone(), me, fences: Fences::for_process() }
 }
 
 impl Rx {
     /// `mpmc::pop`: one pop, then notify `not_full` after an item.
     fn pop(&self) -> Pop<u64> {
         let s = &*self.s;
-        let dead = |w| s.confirmed_dead(w);
-        let outcome = if self.streaming.get() {
-            s.ring.pop_fast(&s.ctl, &s.slots, self.me, dead)
-        } else {
-            s.ring.pop(&s.ctl, &s.slots, self.me, dead)
-        };
-        self.streaming.set(matches!(outcome, Pop::Item(_)));
+        let lane = &s.entry(Role::Receiver, self.me).lane;
+        let holding = |p| s.holder_of(Role::Sender, p);
+        let outcome = s.ring.pop(&s.ctl, &s.slots, lane, holding);
         match outcome {
             Pop::Item(_) => wake(&s.ctl.not_full.0, self.fences, s.protocol.waker),
             Pop::Empty => {}
@@ -453,6 +574,8 @@ impl Rx {
     fn senders_gone(&self) -> bool {
         let stats = &self.s.ctl.stats.0;
         let order = match self.s.protocol.disconnect {
+            // SYNC: Acquire pairs with the Release decrement in `Tx::detach`: a receiver that
+            // sees no sender left sees every message published before the detach.
             Disconnect::AsMpmcRs => Ordering::Acquire,
             Disconnect::Relaxed => Ordering::Relaxed,
         };
@@ -530,6 +653,52 @@ impl Attempt for RecvOne<'_> {
 
     /// The `/proc` scan is left out; a clean detach is read by every attempt.
     fn check_peer(&mut self) {}
+}
+
+/// `Channel::resolve_claims_of` for entry `index` of `role` (one lane): resolves the claim its
+/// lane names, as an endpoint that meets it stuck would. False if it stays held (a live lane
+/// names it too).
+fn resolve_claims_of(s: &Shared, role: Role, index: u16) -> bool {
+    // SYNC: Acquire pairs with the dead owner's Release intent stores.
+    let position = s.entry(role, index).lane.load(Ordering::Acquire);
+    if position == IDLE {
+        return true;
+    }
+    let holding = |p| s.holder_of(role, p);
+    let outcome = match role {
+        Role::Sender => s.ring.resolve_write::<u64, _>(&s.ctl, &s.slots, position, holding),
+        Role::Receiver => s.ring.resolve_read::<u64, _>(&s.ctl, &s.slots, position, holding),
+    };
+    outcome != Resolution::Held
+}
+
+/// The dead branch of `Channel::attach` for entry `index` of `role`: if its owner is confirmed
+/// dead, resolve the claims it left, then take the entry ([`NEW_OWNER`]), reset its lane and
+/// count the attach. Whether it took the entry.
+fn attach_over_dead(s: &Shared, role: Role, index: u16) -> bool {
+    let entry = s.entry(role, index);
+    // SYNC: Acquire pairs with the previous owner's Release detach or take-over.
+    let current = entry.owner.load(Ordering::Acquire);
+    if !s.confirmed_dead(current) || !resolve_claims_of(s, role, index) {
+        return false;
+    }
+    // SYNC: AcqRel: Acquire as above; Release orders our claim for later owners and scans.
+    if entry
+        .owner
+        .compare_exchange(current, NEW_OWNER, Ordering::AcqRel, Ordering::Relaxed)
+        .is_err()
+    {
+        return false;
+    }
+    // SYNC: Release pairs with the Acquire lane loads of `Shared::holder_of`.
+    entry.lane.store(IDLE, Ordering::Release);
+    let stats = &s.ctl.stats.0;
+    let attached = match role {
+        Role::Sender => &stats.senders_attached,
+        Role::Receiver => &stats.receivers_attached,
+    };
+    attached.fetch_add(1, Ordering::Relaxed);
+    true
 }
 
 /// The unwind payload that stops a dying endpoint: the message it held when it died (a dying
@@ -615,23 +784,26 @@ fn run_until_death<R: PartialEq + std::fmt::Debug>(
     held
 }
 
-/// Sender [`DEAD`] claims a slot for `value` (the claim CAS and the move of `tail` of the real
-/// `push`) and dies before publishing; it spins while the ring is full.
+/// Sender [`DEAD`] claims a slot for `value` (the intent store and the claiming CAS of `tail`
+/// of the real `push`, with its own lane) and dies before writing the payload, so the stamp
+/// stays free for the position its lane names; it spins while the ring is full.
 fn send_and_die(s: &Shared, value: u64) {
     let dying = DyingSlots(&s.slots);
+    let lane = &s.entry(Role::Sender, DEAD).lane;
     let held = run_until_death(s, None, Push::Full, || {
-        s.ring.push(&s.ctl, &dying, DEAD, &value, |r| s.confirmed_dead(r))
+        s.ring.push(&s.ctl, &dying, lane, &value, |p| s.holder_of(Role::Receiver, p))
     });
     assert_eq!(held, None);
 }
 
-/// Receiver [`DEAD`] claims a message (the claim CAS and the move of `head` of the real `pop`),
-/// copies it out and dies before freeing the slot; it blocks on `not_empty` while the ring is
-/// empty. Returns the message it took with it.
+/// Receiver [`DEAD`] claims a message (the intent store and the claiming CAS of `head` of the
+/// real `pop`), copies it out and dies before freeing the slot; it blocks on `not_empty` while
+/// the ring is empty. Returns the message it took with it.
 fn receive_and_die(s: &Shared) -> u64 {
     let dying = DyingSlots(&s.slots);
+    let lane = &s.entry(Role::Receiver, DEAD).lane;
     let held = run_until_death(s, Some(&s.ctl.not_empty.0), Pop::Empty, || {
-        s.ring.pop::<u64, _>(&s.ctl, &dying, DEAD, |w| s.confirmed_dead(w))
+        s.ring.pop::<u64, _>(&s.ctl, &dying, lane, |p| s.holder_of(Role::Sender, p))
     });
     held.expect("a dying reader holds the message it claimed")
 }
@@ -657,8 +829,8 @@ fn assert_drained_and_reusable(s: &SharedRef, end: u64) {
 /// on `not_full` when they meet a full ring; the receiver spins.
 #[test]
 fn two_senders_one_receiver() {
-    model("mpmc: two_senders_one_receiver", Some(THREE_THREAD_MAX_PREEMPTIONS), || {
-        let s = channel(0, 2, CRATE);
+    model("mpmc: two_senders_one_receiver", None, || {
+        let s = channel(0, &[0, 1], &[0], CRATE);
         let (a, b, rx) = (sender(&s, 0), sender(&s, 1), receiver(&s, 0));
         let seen = Seen::default();
         let (sa, sb) = (seen.clone(), seen.clone());
@@ -686,7 +858,7 @@ fn two_senders_one_receiver() {
 #[test]
 fn one_sender_two_receivers() {
     model("mpmc: one_sender_two_receivers", Some(THREE_THREAD_MAX_PREEMPTIONS), || {
-        let s = channel(0, 1, CRATE);
+        let s = channel(0, &[0], &[0, 1], CRATE);
         let (tx, r0, r1) = (sender(&s, 0), receiver(&s, 0), receiver(&s, 1));
         let seen = Seen::default();
         let (st, s1) = (seen.clone(), seen.clone());
@@ -704,6 +876,7 @@ fn one_sender_two_receivers() {
         let mut all = vec![mine[0], mine[1], theirs];
         all.sort_unstable();
         assert_eq!(all, vec![0, 1, 2], "each message exactly once");
+        assert_eq!(s.ctl.stats.0.lost_reads.load(Ordering::Relaxed), 0);
         assert_drained_and_reusable(&s, 3);
     });
 }
@@ -719,7 +892,7 @@ fn full_and_empty_edges() {
     let empty = Seen::default();
     let (f, e) = (full.clone(), empty.clone());
     model("mpmc: full_and_empty_edges", Some(SLEEP_MODEL_MAX_PREEMPTIONS), move || {
-        let s = channel(0, 1, CRATE);
+        let s = channel(0, &[0], &[0], CRATE);
         let (tx, rx) = (sender(&s, 0), receiver(&s, 0));
         assert_eq!(rx.try_recv(), Recv::Empty, "a fresh ring is empty");
         assert!(tx.try_send(0) && tx.try_send(1), "an empty ring takes `capacity` messages");
@@ -738,14 +911,14 @@ fn full_and_empty_edges() {
     assert!(empty.count() > 0, "no execution met an empty ring");
 }
 
-/// The dead-writer skip. Sender [`DEAD`] claims a slot (state `writing(DEAD, p)`, `tail` moved)
-/// and dies before publishing, racing a live sender that publishes the other position; the
-/// receiver's `dead_sender` says "dead" only once the death is confirmed. The receiver gets the
-/// live message, once, never the dead one; the claim is skipped (freed for the next lap)
+/// The dead-writer skip. Sender [`DEAD`] claims a position (its lane names it, `tail` moved,
+/// the stamp stays free) and dies before publishing, racing a live sender that publishes the
+/// other position; the receiver's registry scan says "dead" only once the death is confirmed.
+/// The receiver gets the live message, once, never the dead one; the claim is marked lost
 /// exactly once and counted in `lost_writes`, whether the receiver meets it before or after the
 /// live message; and the ring is reusable for a full lap afterwards.
 fn dead_sender_is_skipped(start: u64) {
-    let s = channel(start, 2, CRATE);
+    let s = channel(start, &[0, DEAD], &[0], CRATE);
     let (live, rx) = (sender(&s, 0), receiver(&s, 0));
     let dying = s.clone();
     let dies = thread::spawn(move || send_and_die(&dying, msg(DEAD, 0)));
@@ -766,12 +939,14 @@ fn dead_sender_is_skipped_once_confirmed() {
     model("mpmc: dead_sender_is_skipped_once_confirmed", None, || dead_sender_is_skipped(0));
 }
 
-/// [`dead_sender_is_skipped`] across the 48-bit position field of a claim word: positions
-/// `2^48 - 1` and `2^48` (a claim's position wraps to 0 while the free/full words do not).
+/// [`dead_sender_is_skipped`] from an odd position just below the 62-bit position limit: the
+/// two claims straddle a lap boundary (slot 1, then slot 0 of the next lap), and the lost
+/// stamp `LOST | p` and the free stamps of the next lap sit next to the limit the stamp decoder
+/// checks.
 #[test]
-fn dead_sender_is_skipped_across_claim_position_wrap() {
-    model("mpmc: dead_sender_is_skipped_across_claim_position_wrap", None, || {
-        dead_sender_is_skipped((1 << 48) - 1);
+fn dead_sender_is_skipped_across_a_lap_boundary() {
+    model("mpmc: dead_sender_is_skipped_across_a_lap_boundary", None, || {
+        dead_sender_is_skipped(crate::ring::mpmc::MAX_POSITION - 7);
     });
 }
 
@@ -781,7 +956,7 @@ fn dead_sender_is_skipped_across_claim_position_wrap() {
 #[test]
 fn live_slow_sender_is_never_skipped() {
     model("mpmc: live_slow_sender_is_never_skipped", None, || {
-        let s = channel(0, 2, CRATE);
+        let s = channel(0, &[0, DEAD], &[0], CRATE);
         let (slow, live, rx) = (sender(&s, DEAD), sender(&s, 0), receiver(&s, 0));
         let t1 = thread::spawn(move || slow.send_spinning(msg(DEAD, 0), &Seen::default()));
         let t2 = thread::spawn(move || live.send_spinning(msg(0, 0), &Seen::default()));
@@ -797,16 +972,16 @@ fn live_slow_sender_is_never_skipped() {
 }
 
 /// The dead-reader case. One sender has filled the two slots and pushes a third message
-/// (spinning while the ring is full); receiver [`DEAD`] claims one (state `reading(DEAD, p)`, `head` moved), copies it out
-/// and dies before freeing the slot; a live receiver takes the other two (both receivers block
-/// on `not_empty`). A sender that meets the dead claim frees it once the death is confirmed
-/// (`lost_reads`); a claim nobody met is resolved by `release_claims_of`, as before a new
-/// owner takes the index. Each message is either received by the live receiver (once, in
-/// order) or held by the dead one, and exactly one is lost.
+/// (spinning while the ring is full); receiver [`DEAD`] claims one (its lane names it, `head`
+/// moved), copies it out and dies before freeing the slot; a live receiver takes the other two
+/// (both receivers block on `not_empty`). A sender that meets the dead claim frees it once the
+/// death is confirmed (`lost_reads`); a claim nobody met is resolved by `resolve_claims_of`,
+/// as before a new owner takes the entry. Each message is either received by the live receiver
+/// (once, in order) or held by the dead one, and exactly one is lost.
 #[test]
 fn dead_receiver_is_freed_once_confirmed() {
     model("mpmc: dead_receiver_is_freed_once_confirmed", None, || {
-        let s = channel(0, 1, CRATE);
+        let s = channel(0, &[0], &[0, DEAD], CRATE);
         let (tx, rx) = (sender(&s, 0), receiver(&s, 0));
         assert!(tx.try_send(0) && tx.try_send(1), "fill the ring");
         let dying = s.clone();
@@ -822,45 +997,192 @@ fn dead_receiver_is_freed_once_confirmed() {
         assert_eq!(all, vec![0, 1, 2], "each message received or lost, once");
         let stats = &s.ctl.stats.0;
         let freed_by_sender = stats.lost_reads.load(Ordering::Relaxed);
-        let released = s.ring.release_claims_of::<u64, _>(&s.ctl, &s.slots, DEAD, true);
-        assert_eq!(freed_by_sender + released, 1, "the dead claim is resolved exactly once");
-        assert_eq!(stats.lost_reads.load(Ordering::Relaxed), 1);
+        assert!(attach_over_dead(&s, Role::Receiver, DEAD), "nothing else holds the claim");
+        let resolved = stats.lost_reads.load(Ordering::Relaxed) - freed_by_sender;
+        assert_eq!(freed_by_sender + resolved, 1, "the dead claim is resolved exactly once");
         assert_drained_and_reusable(&s, 3);
     });
 }
 
-/// A dead writer's claim resolved twice at once: a new owner of its index runs
-/// `release_claims_of` (after confirming the death, as `attach` does) while a receiver, stuck at
-/// the claim, skips it. Exactly one of them frees it and counts it; the receiver then gets the
-/// live message published behind the claim.
+/// A dead writer's claim resolved twice at once: a new owner takes its entry over, resolving
+/// the claim its lane names first (`resolve_claims_of` after confirming the death, as `attach`
+/// does), while a receiver, stuck at the claim, resolves it itself. Exactly one of them marks
+/// it lost and counts it; the receiver then gets the live message published behind it, once.
 #[test]
-fn dead_sender_claim_released_while_receiver_skips() {
-    model("mpmc: dead_sender_claim_released_while_receiver_skips", None, || {
-        let s = channel(0, 2, CRATE);
+fn dead_sender_claim_resolved_while_receiver_skips() {
+    model("mpmc: dead_sender_claim_resolved_while_receiver_skips", None, || {
+        let s = channel(0, &[0, DEAD], &[0], CRATE);
         // The dead sender claimed position 0 before anyone else ran.
         send_and_die(&s, msg(DEAD, 0));
         let (live, rx) = (sender(&s, 0), receiver(&s, 0));
         let publishes = thread::spawn(move || live.send_spinning(msg(0, 0), &Seen::default()));
         let attacher = s.clone();
-        let attaches = thread::spawn(move || {
-            assert!(attacher.confirmed_dead(DEAD));
-            let a = &*attacher;
-            a.ring.release_claims_of::<u64, _>(&a.ctl, &a.slots, DEAD, false)
-        });
+        let attaches = thread::spawn(move || attach_over_dead(&attacher, Role::Sender, DEAD));
         assert_eq!(rx.recv_spinning(&Seen::default()), msg(0, 0));
-        let released = attaches.join().unwrap();
+        assert!(attaches.join().unwrap(), "no live lane names the dead claim");
         publishes.join().unwrap();
-        assert!(released <= 1);
+        assert_eq!(rx.pop(), Pop::Empty, "nothing delivered twice");
         assert_eq!(s.ctl.stats.0.lost_writes.load(Ordering::Relaxed), 1, "counted once");
         assert_drained_and_reusable(&s, 2);
     });
+}
+
+/// A dead reader's claim resolved twice at once: receiver [`DEAD`] claimed message 0 of a full
+/// ring and died; a new owner takes its entry over (resolving the claim first, as `attach`
+/// does) while the sender, whose third message finds the ring full of the dead claim, frees it
+/// itself. Exactly one of them frees the slot and counts it in `lost_reads`; the live receiver
+/// gets messages 1 and 2, once each, in order.
+#[test]
+fn dead_receiver_claim_resolved_while_sender_frees() {
+    model("mpmc: dead_receiver_claim_resolved_while_sender_frees", None, || {
+        let s = channel(0, &[0], &[0, DEAD], CRATE);
+        let (tx, rx) = (sender(&s, 0), receiver(&s, 0));
+        assert!(tx.try_send(0) && tx.try_send(1), "fill the ring");
+        // The dead receiver claimed message 0 before anyone else ran.
+        assert_eq!(receive_and_die(&s), 0);
+        let sending = thread::spawn(move || tx.send_spinning(2, &Seen::default()));
+        let attacher = s.clone();
+        let attaches = thread::spawn(move || attach_over_dead(&attacher, Role::Receiver, DEAD));
+        let seen = Seen::default();
+        let got = [rx.recv_item(&seen), rx.recv_item(&seen)];
+        assert!(attaches.join().unwrap(), "no live lane names the dead claim");
+        sending.join().unwrap();
+        assert_eq!(got, [1, 2], "the other messages, once each, in order");
+        assert_eq!(s.ctl.stats.0.lost_reads.load(Ordering::Relaxed), 1, "counted once");
+        assert_drained_and_reusable(&s, 3);
+    });
+}
+
+/// Slots seen by a sender whose first look at a slot (right after its first load of `tail`)
+/// lets a rival run first: the rival claims that position and dies, so the sender's intent
+/// store and claiming CAS that follow are for a position already taken.
+struct OvertakenSlots<'a> {
+    slots: &'a HeapSlots<u64>,
+    rival: Cell<Option<Box<dyn FnOnce() + 'a>>>,
+}
+
+// SAFETY: forwards to the wrapped `HeapSlots` (valid, disjoint per index); the rival runs
+// before any stamp is handed out and touches the slots only through the ring protocol.
+unsafe impl SlotMemory<u64> for OvertakenSlots<'_> {
+    fn stamp(&self, index: u64) -> &AtomicU64 {
+        if let Some(rival) = self.rival.take() {
+            rival();
+        }
+        SlotMemory::<u64>::stamp(self.slots, index)
+    }
+
+    unsafe fn write(&self, index: u64, value: &u64) {
+        // SAFETY: forwarded: the caller's write claim gives it this slot (`write`'s contract).
+        unsafe { self.slots.write(index, value) }
+    }
+
+    unsafe fn read(&self, index: u64) -> u64 {
+        // SAFETY: forwarded, as `write`.
+        unsafe { self.slots.read(index) }
+    }
+}
+
+/// The stale intent of a live sender. Sender 0 loads `tail` (position `p`); before it looks at
+/// the slot, sender [`DEAD`] claims `p` and dies (its own thread, which sender 0 waits for:
+/// model scaffolding that forces the race). Sender 0 sees the slot free for `p`, stores its
+/// intent `p`, loses the CAS, clears its lane and publishes at `p + 1`. Meanwhile the receiver
+/// (blocking on `not_empty`) may scan while both lanes name `p`: the live one makes the claim
+/// look held, and it must wait; once the live lane is cleared the dead claim is resolved.
+/// The receiver gets the live message, the dead claim is counted once, and across the
+/// executions a scan did meet the live stale intent beside the dead one. Registry order:
+/// [`DEAD`] first, so the scan sees the dead lane before the live one.
+#[test]
+fn stale_intent_of_a_live_sender_only_delays_resolution() {
+    let met = Seen::default();
+    let noted = met.clone();
+    model("mpmc: stale_intent_of_a_live_sender_only_delays_resolution", None, move || {
+        let s = channel_noting(0, &[DEAD, 0], &[0], CRATE, noted.clone());
+        let (live, rx) = (sender(&s, 0), receiver(&s, 0));
+        let publishes = thread::spawn(move || {
+            let dying = live.s.clone();
+            let rival = move || {
+                let dies = thread::spawn(move || send_and_die(&dying, msg(DEAD, 0)));
+                dies.join().unwrap();
+            };
+            let slots =
+                OvertakenSlots { slots: &live.s.slots, rival: Cell::new(Some(Box::new(rival))) };
+            assert!(live.try_send_over(&slots, msg(0, 0)), "the next position is free");
+            assert_eq!(live.s.positions().1, 2, "claimed after the dead one");
+        });
+        assert_eq!(rx.recv_item(&Seen::default()), msg(0, 0), "the live message");
+        publishes.join().unwrap();
+        assert_eq!(rx.pop(), Pop::Empty, "nothing delivered twice");
+        assert_eq!(s.ctl.stats.0.lost_writes.load(Ordering::Relaxed), 1, "counted once");
+        assert_drained_and_reusable(&s, 2);
+    });
+    assert!(met.count() > 0, "no scan met the live stale intent beside the dead claim");
+}
+
+/// The stale intent of a dead sender. Sender [`DEAD`] stored its intent for position 0 and
+/// died before its CAS (set up by hand: the lane names 0, `tail` did not move). Sender 0 then
+/// claims 0 and publishes it, while a new owner takes the dead entry over (resolving the claim
+/// its lane names first) and the receiver blocks for the message. The live claim must never be
+/// taken for the dead one: the take-over finds it held or finished, nothing is counted lost,
+/// and the receiver gets the message. Across the executions a scan did find the live claim
+/// beside the dead lane (registry order: [`DEAD`] first).
+#[test]
+fn stale_intent_of_a_dead_sender_never_resolves_a_live_claim() {
+    let met = Seen::default();
+    let noted = met.clone();
+    model("mpmc: stale_intent_of_a_dead_sender_never_resolves_a_live_claim", None, move || {
+        let s = channel_noting(0, &[DEAD, 0], &[0], CRATE, noted.clone());
+        s.entry(Role::Sender, DEAD).lane.store(0, Ordering::Relaxed);
+        s.death_confirmed.store(1, Ordering::Relaxed);
+        let (live, rx) = (sender(&s, 0), receiver(&s, 0));
+        let publishes = thread::spawn(move || live.send(msg(0, 0), &Seen::default()));
+        let attacher = s.clone();
+        let attaches = thread::spawn(move || attach_over_dead(&attacher, Role::Sender, DEAD));
+        assert_eq!(rx.recv_item(&Seen::default()), msg(0, 0), "the live message");
+        attaches.join().unwrap();
+        publishes.join().unwrap();
+        assert_eq!(s.ctl.stats.0.lost_writes.load(Ordering::Relaxed), 0, "nothing lost");
+        assert_drained_and_reusable(&s, 1);
+    });
+    assert!(met.count() > 0, "no scan met the live claim beside the dead lane");
+}
+
+/// The stale intent of a dead receiver. The sender filled the ring; receiver [`DEAD`] stored
+/// its intent for position 0 and died before its CAS (set up by hand). Receiver 0 then claims
+/// message 0 and copies it out while the sender, whose third message finds the ring full,
+/// looks at the claim (spinning while it is held), and a new owner takes the dead entry over
+/// (resolving the claim its lane names first). The live claim must never be freed under the
+/// live reader (loom would report the payload write racing its copy): receiver 0 gets all
+/// three messages in order and nothing is counted lost. Across the executions a scan did find
+/// the live claim beside the dead lane (registry order: [`DEAD`] first).
+#[test]
+fn stale_intent_of_a_dead_receiver_never_frees_a_live_claim() {
+    let met = Seen::default();
+    let noted = met.clone();
+    model("mpmc: stale_intent_of_a_dead_receiver_never_frees_a_live_claim", None, move || {
+        let s = channel_noting(0, &[0], &[DEAD, 0], CRATE, noted.clone());
+        let (tx, rx) = (sender(&s, 0), receiver(&s, 0));
+        assert!(tx.try_send(0) && tx.try_send(1), "fill the ring");
+        s.entry(Role::Receiver, DEAD).lane.store(0, Ordering::Relaxed);
+        s.death_confirmed.store(1, Ordering::Relaxed);
+        let sending = thread::spawn(move || tx.send_spinning(2, &Seen::default()));
+        let attacher = s.clone();
+        let attaches = thread::spawn(move || attach_over_dead(&attacher, Role::Receiver, DEAD));
+        let seen = Seen::default();
+        let got = [rx.recv_item(&seen), rx.recv_item(&seen), rx.recv_item(&seen)];
+        attaches.join().unwrap();
+        sending.join().unwrap();
+        assert_eq!(got, [0, 1, 2], "every message, once, in order");
+        assert_eq!(s.ctl.stats.0.lost_reads.load(Ordering::Relaxed), 0, "nothing lost");
+        assert_drained_and_reusable(&s, 3);
+    });
+    assert!(met.count() > 0, "no scan met the live claim beside the dead lane");
 }
 
 /// Two receivers block on the empty ring (`wait::block` on `not_empty`) while a sender pushes
 /// two messages, each followed by `wait::notify(not_empty)`: neither receiver sleeps through its
 /// message (a lost wake-up is a deadlock), and each message is received once.
 fn receivers_block(protocol: Protocol) {
-    let s = channel(0, 1, protocol);
+    let s = channel(0, &[0], &[0, 1], protocol);
     let (tx, r0, r1) = (sender(&s, 0), receiver(&s, 0), receiver(&s, 1));
     let sending = thread::spawn(move || {
         tx.send_spinning(0, &Seen::default());
@@ -888,7 +1210,7 @@ fn no_lost_wake_up_receivers() {
 /// each sender, and neither may sleep through it (a lost wake-up is a deadlock: the receiver
 /// waits for them in `join`). Then both senders' messages are in the ring, once each.
 fn senders_block(protocol: Protocol) {
-    let s = channel(0, 2, protocol);
+    let s = channel(0, &[0, 1], &[0], protocol);
     let (a, b, rx) = (sender(&s, 0), sender(&s, 1), receiver(&s, 0));
     assert!(a.try_send(0) && a.try_send(1), "fill the ring");
     let ta = thread::spawn(move || a.send(msg(0, 2), &Seen::default()));
@@ -905,9 +1227,8 @@ fn senders_block(protocol: Protocol) {
 }
 
 /// No lost wake-up on `not_full`, with two senders sleeping on one event count. Held at
-/// [`THREE_THREAD_MAX_PREEMPTIONS`]: at 3 it explores 474 000 executions, over a minute and a
-/// half of the suite's budget on a busy two-core machine; the event count itself is checked at
-/// 3 by `no_lost_wake_up_receivers` (the same `Waiters` code on the other line).
+/// [`THREE_THREAD_MAX_PREEMPTIONS`] for the suite's budget; the event count itself is checked
+/// at 3 by `no_lost_wake_up_receivers` (the same `Waiters` code on the other line).
 #[test]
 fn no_lost_wake_up_senders() {
     model("mpmc: no_lost_wake_up_senders", Some(THREE_THREAD_MAX_PREEMPTIONS), || {
@@ -920,7 +1241,7 @@ fn no_lost_wake_up_senders() {
 #[test]
 fn disconnect_wakes_every_receiver() {
     model("mpmc: disconnect_wakes_every_receiver", Some(SLEEP_MODEL_MAX_PREEMPTIONS), || {
-        let s = channel(0, 1, CRATE);
+        let s = channel(0, &[0], &[0, 1], CRATE);
         let (tx, r0, r1) = (sender(&s, 0), receiver(&s, 0), receiver(&s, 1));
         let detaching = thread::spawn(move || tx.detach());
         let other = thread::spawn(move || r1.recv(&Seen::default()));
@@ -935,7 +1256,7 @@ fn disconnect_wakes_every_receiver() {
 /// must get the message, then `Disconnected` (never `Disconnected` first: the message would be
 /// lost although it was published before the detach).
 fn message_then_disconnect_with(disconnect: Disconnect) {
-    let s = channel(0, 1, Protocol { disconnect, ..CRATE });
+    let s = channel(0, &[0], &[0], Protocol { disconnect, ..CRATE });
     let (tx, rx) = (sender(&s, 0), receiver(&s, 0));
     let sending = thread::spawn(move || {
         tx.send_spinning(7, &Seen::default());

@@ -2,7 +2,14 @@
 //!
 //! Any number of processes open the same segment and attach [`Sender`]s and [`Receiver`]s
 //! (up to `max_endpoints` of each role at a time, set at creation); handles are cloneable
-//! within a process. Each message is received exactly once, by one receiver.
+//! within a process, and a clone shares its original's registry entry. Each message is
+//! received exactly once, by one receiver.
+//!
+//! A send or a receive is one CAS on the shared `tail` or `head` (Vyukov's bounded queue, as
+//! `crossbeam_queue::ArrayQueue`); before it, the handle writes the position it claims into an
+//! intent word of its own, which is how a claim left by a crashed process is told apart from
+//! a slow one (see the delivery rules below). An entry has 15 intent words: up to 15 handles
+//! of one entry work in parallel; further clones share one and take turns.
 //!
 //! ```
 //! use shmchan::mpmc::{Channel, Options};
@@ -24,18 +31,19 @@
 //!   reach any one receiver in the order they were sent.
 //! - A sender that dies after claiming a slot and before publishing it loses that one message:
 //!   once its death is confirmed (pid + start time), receivers skip the slot and count it in
-//!   [`Channel::lost_messages`]. A live sender, however slow, is never skipped.
+//!   [`Channel::lost_messages`]. A live sender, however slow, is never skipped. A claim is
+//!   looked into after it has been stuck for 1 ms, then once per 25 ms.
 //! - A receiver that dies while copying a message out loses that message (counted likewise);
 //!   senders free its slot once its death is confirmed.
 //! - Receivers see [`Disconnected`](crate::RecvError::Disconnected) once every sender that
 //!   ever attached is gone (dropped or dead) and the ring is drained; senders once every
 //!   receiver is gone. Before the first sender attaches, receivers wait.
-//! - Positions are 63-bit: they do not wrap in practice (centuries at a billion messages/s).
+//! - Positions are 62-bit: they do not wrap in practice (a century at a billion messages/s).
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::os::fd::BorrowedFd;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
@@ -47,9 +55,12 @@ use crate::error::{
 use crate::layout::{self, ElementType, endpoint};
 use crate::options::{Common, common_option_setters};
 use crate::ring::SharedSlots;
-use crate::ring::mpmc::{MAX_POSITION, MpmcControl, MpmcFlavor, Pop, Push, REGISTRY_OFFSET, Ring};
+use crate::ring::mpmc::{
+    Holder, IDLE, LANES, MAX_POSITION, MpmcControl, MpmcFlavor, Pop, Push, REGISTRY_OFFSET,
+    Resolution, Ring,
+};
 use crate::segment::{Backing, Segment, SegmentParams};
-use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::sync::fence::Fences;
 use crate::sync::wait::{self, Attempt, PEER_CHECK_INTERVAL, WaitStrategy};
 
@@ -136,19 +147,87 @@ enum Role {
     Receiver,
 }
 
-/// The owner word of registry entry `index` of `role`.
-fn registry_entry(segment: &Segment, role: Role, index: u64) -> &AtomicU64 {
+/// Word `word` of registry entry `index` of `role`: 0 is the owner word, 1..=LANES the
+/// intent lanes.
+fn registry_word(segment: &Segment, role: Role, index: u64, word: u64) -> &AtomicU64 {
     let max = segment.geometry().extra;
-    assert!(index < max, "registry index out of range");
-    let slot = match role {
+    assert!(index < max && word <= LANES, "registry index out of range");
+    let entry = match role {
         Role::Sender => index,
         Role::Receiver => max + index,
     };
-    // SAFETY: the registry holds 2 * max u64 words right after the fixed control block, inside
-    // control_len(max) bytes that the validated geometry reserves before the slots; slot < 2*max.
+    // SAFETY: the registry holds 2 * max lines of LANES + 1 u64 words right after the fixed
+    // control block, inside control_len(max) bytes that the validated geometry reserves before
+    // the slots; entry < 2 * max and word <= LANES.
     unsafe {
         let control = std::ptr::from_ref(segment.control::<MpmcControl>()).cast::<u8>();
-        &*control.add(REGISTRY_OFFSET as usize + slot as usize * 8).cast::<AtomicU64>()
+        let offset = REGISTRY_OFFSET + entry * layout::LINE + word * 8;
+        &*control.add(offset as usize).cast::<AtomicU64>()
+    }
+}
+
+/// The owner word of registry entry `index` of `role`.
+fn registry_entry(segment: &Segment, role: Role, index: u64) -> &AtomicU64 {
+    registry_word(segment, role, index, 0)
+}
+
+/// Intent lane `lane` (0-based) of registry entry `index` of `role`.
+fn intent_lane(segment: &Segment, role: Role, index: u64, lane: u64) -> &AtomicU64 {
+    registry_word(segment, role, index, 1 + lane)
+}
+
+/// Who holds a claim on `position` among the endpoints of `role`: every entry held by a
+/// process (not vacant, not detached) whose lanes name the position is looked at; one live
+/// owner is enough for [`Holder::Live`].
+fn holder_of(segment: &Segment, role: Role, position: u64, liveness: &mut Liveness) -> Holder {
+    let mut dead = false;
+    for index in 0..segment.geometry().extra {
+        // SYNC: Acquire pairs with the owner's Release claim of the entry (`attach`).
+        let owner = registry_entry(segment, role, index).load(Ordering::Acquire);
+        if owner == endpoint::VACANT || endpoint::is_detached(owner) {
+            continue;
+        }
+        // SYNC: Acquire pairs with the Release intent stores in `Ring::push`/`pop`: an intent
+        // newer than the claim comes with that claim's stamp store.
+        let names = |lane| intent_lane(segment, role, index, lane).load(Ordering::Acquire);
+        if !(0..LANES).any(|lane| names(lane) == position) {
+            continue;
+        }
+        if liveness.entry_gone(segment, role, index as u16) {
+            dead = true;
+        } else {
+            return Holder::Live;
+        }
+    }
+    if dead { Holder::Dead } else { Holder::Nobody }
+}
+
+/// How long a claim must stay unfinished before a handle looks its holder up: a claimer is
+/// between two stores, so a longer stall means it was descheduled, stopped, or killed.
+const STUCK_BEFORE_LOOKUP: Duration = Duration::from_millis(1);
+
+/// Rate limit of one handle's registry lookups for a stuck claim: the first sighting of a
+/// stuck position starts a clock; lookups come after [`STUCK_BEFORE_LOOKUP`], then once per
+/// [`PEER_CHECK_INTERVAL`].
+#[derive(Debug, Default)]
+struct StuckClaim {
+    position: u64,
+    next_lookup: Option<Instant>,
+}
+
+impl StuckClaim {
+    /// Whether to look up the holder of `position` now (always when `force`).
+    fn lookup_due(&mut self, position: u64, force: bool) -> bool {
+        let now = Instant::now();
+        let due =
+            force || (self.position == position && self.next_lookup.is_some_and(|at| now >= at));
+        if due {
+            self.next_lookup = Some(now + PEER_CHECK_INTERVAL);
+        } else if self.position != position || self.next_lookup.is_none() {
+            self.next_lookup = Some(now + STUCK_BEFORE_LOOKUP);
+        }
+        self.position = position;
+        due
     }
 }
 
@@ -209,12 +288,14 @@ impl<T: Pod> Channel<T> {
                     continue;
                 }
                 if dead {
-                    ring.release_claims_of::<T, _>(
-                        control(segment),
-                        &slots,
-                        index as u16,
-                        role == Role::Receiver,
-                    );
+                    if !self.resolve_claims_of(role, index, &ring, &slots) {
+                        // A claim of the dead owner is named by a live lane too (one that lost
+                        // the race for it and has not cleared its intent yet): try later.
+                        continue;
+                    }
+                    // A side blocked on a claim we just resolved need not wait for its slice.
+                    wait::notify_unconditionally(&control(segment).not_empty.0);
+                    wait::notify_unconditionally(&control(segment).not_full.0);
                 }
                 // SYNC: AcqRel: Acquire as above; Release orders our claim for later owners.
                 if entry.compare_exchange(current, me, Ordering::AcqRel, Ordering::Relaxed).is_err()
@@ -226,6 +307,10 @@ impl<T: Pod> Channel<T> {
                     Role::Sender => (&stats.senders_ever, &stats.senders_attached),
                     Role::Receiver => (&stats.receivers_ever, &stats.receivers_attached),
                 };
+                for lane in 0..LANES {
+                    // SYNC: Release pairs with the Acquire lane loads of `holder_of`.
+                    intent_lane(segment, role, index, lane).store(IDLE, Ordering::Release);
+                }
                 attached.fetch_add(1, Ordering::Relaxed);
                 ever.store(1, Ordering::Relaxed);
                 return Ok(Arc::new(Shared {
@@ -235,10 +320,35 @@ impl<T: Pod> Channel<T> {
                     role,
                     index: index as u16,
                     me,
+                    lanes_in_use: Mutex::new(0),
                 }));
             }
         }
         Err(OpenError::TooManyEndpoints { max })
+    }
+
+    /// Resolves the claims the lanes of dead entry `index` name, as the endpoint that meets
+    /// one stuck would. False if one of them stays held (named by a live lane as well).
+    fn resolve_claims_of(&self, role: Role, index: u64, ring: &Ring, slots: &SharedSlots) -> bool {
+        let segment = &self.segment;
+        let mut liveness = Liveness::default();
+        (0..LANES).all(|lane| {
+            // SYNC: Acquire pairs with the dead owner's Release intent stores.
+            let position = intent_lane(segment, role, index, lane).load(Ordering::Acquire);
+            if position == IDLE {
+                return true;
+            }
+            let holding = |p| holder_of(segment, role, p, &mut liveness);
+            let outcome = match role {
+                Role::Sender => {
+                    ring.resolve_write::<T, _>(control(segment), slots, position, holding)
+                }
+                Role::Receiver => {
+                    ring.resolve_read::<T, _>(control(segment), slots, position, holding)
+                }
+            };
+            outcome != Resolution::Held
+        })
     }
 
     fn slots(&self) -> SharedSlots {
@@ -307,6 +417,46 @@ struct Shared {
     role: Role,
     index: u16,
     me: u64,
+    /// Which intent lanes of the entry this process's handles hold (bit per lane).
+    lanes_in_use: Mutex<u16>,
+}
+
+impl Shared {
+    /// Takes a free intent lane of the entry, if any.
+    fn take_lane(self: &Arc<Self>) -> Option<Arc<Lane>> {
+        let mut in_use = self.lanes_in_use.lock().unwrap_or_else(|e| e.into_inner());
+        let lane = (0..LANES as u16).find(|&l| *in_use & (1 << l) == 0)?;
+        *in_use |= 1 << lane;
+        Some(Arc::new(Lane {
+            entry: Arc::clone(self),
+            lane,
+            shared: AtomicBool::new(false),
+            turn: Mutex::new(()),
+        }))
+    }
+
+    fn intent(&self, lane: u16) -> &AtomicU64 {
+        intent_lane(&self.segment, self.role, u64::from(self.index), u64::from(lane))
+    }
+}
+
+/// An intent lane held by one handle or, once the entry's lanes ran out, shared by several
+/// clones that take turns (a lane must name at most one unfinished claim).
+struct Lane {
+    entry: Arc<Shared>,
+    lane: u16,
+    /// Set, for good, when a second handle starts using the lane. Only the lane's sole user
+    /// can clone into it, and not while it is inside an operation (`&mut self`), so a user
+    /// that sees it clear has the lane to itself.
+    shared: AtomicBool,
+    turn: Mutex<()>,
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        let mut in_use = self.entry.lanes_in_use.lock().unwrap_or_else(|e| e.into_inner());
+        *in_use &= !(1 << self.lane);
+    }
 }
 
 // SAFETY: Shared reaches shared memory only through the Arc'd mapping and atomics; its raw
@@ -399,32 +549,44 @@ impl Liveness {
     }
 }
 
-/// What a sender and a receiver have in common: the shared entry and private state.
+/// What a sender and a receiver have in common: the shared entry, an intent lane, and
+/// private state.
 struct End {
     shared: Arc<Shared>,
+    lane: Arc<Lane>,
     liveness: Liveness,
+    stuck: StuckClaim,
     fences: Fences,
     wait: WaitStrategy,
     poisoned: bool,
-    /// The last operation succeeded, so the next one tries the one-CAS claim first (see
-    /// `Ring::push_fast`); after a Full or Empty, the next one reads before it claims.
-    streaming: bool,
 }
 
 impl End {
     fn new(shared: Arc<Shared>, wait: WaitStrategy) -> Self {
+        let lane = shared.take_lane().expect("a newly attached entry has every lane free");
+        End::with_lane(shared, lane, wait)
+    }
+
+    fn with_lane(shared: Arc<Shared>, lane: Arc<Lane>, wait: WaitStrategy) -> Self {
         End {
             shared,
+            lane,
             liveness: Liveness::default(),
+            stuck: StuckClaim::default(),
             fences: Fences::for_process(),
             wait,
             poisoned: false,
-            streaming: true,
         }
     }
 
+    /// A handle on the same entry: with a lane of its own while the entry has one free, else
+    /// sharing ours.
     fn clone_end(&self) -> Self {
-        End::new(Arc::clone(&self.shared), self.wait)
+        let lane = self.shared.take_lane().unwrap_or_else(|| {
+            self.lane.shared.store(true, Ordering::Relaxed);
+            Arc::clone(&self.lane)
+        });
+        End::with_lane(Arc::clone(&self.shared), lane, self.wait)
     }
 
     #[cold]
@@ -437,7 +599,7 @@ impl End {
     }
 }
 
-/// The sending end of an MPMC channel. Cloning shares the registry entry.
+/// The sending end of an MPMC channel. Cloning shares the registry entry (see the module docs).
 pub struct Sender<T> {
     end: End,
     _type: PhantomData<fn(T) -> T>,
@@ -474,15 +636,20 @@ impl<T: Pod> Sender<T> {
         {
             return Err(TrySendError::Disconnected(value));
         }
-        let liveness = &mut end.liveness;
-        let dead_receiver = |r| liveness.entry_gone(segment, Role::Receiver, r);
-        let (ring, slots, me) = (&end.shared.ring, &end.shared.slots, end.shared.index);
-        let outcome = if end.streaming {
-            ring.push_fast(ctl, slots, me, &value, dead_receiver)
-        } else {
-            ring.push(ctl, slots, me, &value, dead_receiver)
+        let (liveness, stuck) = (&mut end.liveness, &mut end.stuck);
+        let receiver_holding = |p| {
+            if stuck.lookup_due(p, false) {
+                holder_of(segment, Role::Receiver, p, liveness)
+            } else {
+                Holder::Live
+            }
         };
-        end.streaming = outcome == Push::Done;
+        let outcome = {
+            let lane = &*end.lane;
+            let _turn = lane.shared.load(Ordering::Relaxed).then(|| lane.turn.lock());
+            let intent = end.shared.intent(lane.lane);
+            end.shared.ring.push(ctl, &end.shared.slots, intent, &value, receiver_holding)
+        };
         match outcome {
             Push::Done => {
                 wait::notify(&ctl.not_empty.0, end.fences, false);
@@ -613,7 +780,7 @@ impl<T: Pod> Attempt for SendOne<'_, T> {
     }
 }
 
-/// The receiving end of an MPMC channel. Cloning shares the registry entry.
+/// The receiving end of an MPMC channel. Cloning shares the registry entry (see the module docs).
 pub struct Receiver<T> {
     end: End,
     _type: PhantomData<fn(T) -> T>,
@@ -642,7 +809,7 @@ impl<T: Pod> Receiver<T> {
         if end.poisoned {
             return Err(TryRecvError::Corrupted);
         }
-        match pop(end) {
+        match pop(end, false) {
             Pop::Item(value) => Ok(value),
             Pop::Corrupt => Err(TryRecvError::Corrupted),
             Pop::Empty => {
@@ -654,8 +821,9 @@ impl<T: Pod> Receiver<T> {
                 if !end.liveness.all_gone(segment, Role::Sender, false) {
                     return Err(TryRecvError::Empty);
                 }
-                // Every sender published before it detached: one more look is conclusive.
-                match pop(end) {
+                // Every sender published before it detached, and a dead one's claim is resolved
+                // now: one more look is conclusive.
+                match pop(end, true) {
                     Pop::Item(value) => Ok(value),
                     Pop::Empty => Err(TryRecvError::Disconnected),
                     Pop::Corrupt => Err(TryRecvError::Corrupted),
@@ -738,19 +906,25 @@ impl<T: Pod> Receiver<T> {
     }
 }
 
-/// One pop by this receiver, with dead senders' claims resolved and senders woken.
-fn pop<T: Pod>(end: &mut End) -> Pop<T> {
+/// One pop by this receiver, with dead senders' claims resolved (looked up at once when
+/// `force`) and senders woken.
+fn pop<T: Pod>(end: &mut End, force: bool) -> Pop<T> {
     let segment = &end.shared.segment;
     let ctl = control(segment);
-    let liveness = &mut end.liveness;
-    let dead_sender = |s| liveness.entry_gone(segment, Role::Sender, s);
-    let (ring, slots, me) = (&end.shared.ring, &end.shared.slots, end.shared.index);
-    let outcome = if end.streaming {
-        ring.pop_fast(ctl, slots, me, dead_sender)
-    } else {
-        ring.pop(ctl, slots, me, dead_sender)
+    let (liveness, stuck) = (&mut end.liveness, &mut end.stuck);
+    let sender_holding = |p| {
+        if stuck.lookup_due(p, force) {
+            holder_of(segment, Role::Sender, p, liveness)
+        } else {
+            Holder::Live
+        }
     };
-    end.streaming = matches!(outcome, Pop::Item(_));
+    let outcome = {
+        let lane = &*end.lane;
+        let _turn = lane.shared.load(Ordering::Relaxed).then(|| lane.turn.lock());
+        let intent = end.shared.intent(lane.lane);
+        end.shared.ring.pop(ctl, &end.shared.slots, intent, sender_holding)
+    };
     match outcome {
         Pop::Item(_) => wait::notify(&ctl.not_full.0, end.fences, false),
         Pop::Corrupt => end.poison(),
@@ -778,5 +952,97 @@ impl<T: Pod> Attempt for RecvOne<'_, T> {
     fn check_peer(&mut self) {
         let end = &mut self.receiver.end;
         end.liveness.all_gone(&end.shared.segment, Role::Sender, true);
+    }
+}
+
+#[cfg(all(test, not(shmchan_loom)))]
+mod tests {
+    use super::*;
+
+    /// An owner word naming a process that is gone: a reaped child, with a start time that
+    /// would not match even if its pid were reused.
+    fn dead_owner() -> u64 {
+        let child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let mut child = child;
+        child.wait().unwrap();
+        endpoint::attached(pid, 1)
+    }
+
+    fn channel(max_endpoints: u64) -> Channel<u64> {
+        let opts = Options::new().capacity(4).max_endpoints(max_endpoints);
+        Channel::create(Backing::Anonymous, &opts).unwrap()
+    }
+
+    /// Makes sender entry `index` look like a process that claimed the position at `tail`
+    /// and was killed before publishing it.
+    fn forge_dead_sender_claim(chan: &Channel<u64>, index: u64) -> u64 {
+        let segment = &chan.segment;
+        let ctl = control(segment);
+        let p = ctl.tail.0.load(Ordering::Relaxed);
+        registry_entry(segment, Role::Sender, index).store(dead_owner(), Ordering::Relaxed);
+        intent_lane(segment, Role::Sender, index, 3).store(p, Ordering::Relaxed);
+        ctl.stats.0.senders_attached.fetch_add(1, Ordering::Relaxed);
+        ctl.stats.0.senders_ever.store(1, Ordering::Relaxed);
+        ctl.tail.0.store(p + 1, Ordering::Relaxed);
+        p
+    }
+
+    #[test]
+    fn a_dead_entry_is_taken_over_after_its_claim_is_resolved() {
+        let chan = channel(1);
+        let mut rx = chan.receiver().unwrap();
+        forge_dead_sender_claim(&chan, 0);
+        // The only sender entry is the dead one's: attaching resolves its claim first.
+        let mut tx = chan.sender().unwrap();
+        assert_eq!(chan.lost_messages(), 1);
+        tx.send(5).unwrap();
+        assert_eq!(rx.try_recv(), Ok(5));
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+        assert_eq!(chan.lost_messages(), 1);
+    }
+
+    #[test]
+    fn a_receiver_skips_a_dead_senders_claim_after_a_millisecond() {
+        let chan = channel(2);
+        let mut rx = chan.receiver().unwrap();
+        forge_dead_sender_claim(&chan, 1);
+        let mut tx = chan.sender().unwrap();
+        tx.send(7).unwrap();
+        // Stuck just now: not looked into yet.
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(7));
+        assert_eq!(chan.lost_messages(), 1);
+    }
+
+    #[test]
+    fn a_live_lane_naming_the_same_position_holds_the_claim() {
+        let chan = channel(2);
+        let mut rx = chan.receiver().unwrap();
+        let p = forge_dead_sender_claim(&chan, 1);
+        let mut tx = chan.sender().unwrap();
+        // Our own (live) lane names p too, as after a lost CAS not yet cleared.
+        let lane = intent_lane(&chan.segment, Role::Sender, 0, 0);
+        assert_eq!(tx.end.shared.index, 0);
+        assert_eq!(tx.end.lane.lane, 0);
+        tx.send(7).unwrap();
+        lane.store(p, Ordering::Relaxed);
+        assert_eq!(rx.recv_timeout(Duration::from_millis(50)), Err(RecvTimeoutError::Timeout));
+        assert_eq!(chan.lost_messages(), 0, "a live holder is never skipped");
+        lane.store(IDLE, Ordering::Relaxed);
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(7));
+        assert_eq!(chan.lost_messages(), 1);
+    }
+
+    #[test]
+    fn the_lookup_waits_for_a_claim_to_stay_stuck() {
+        let mut stuck = StuckClaim::default();
+        assert!(!stuck.lookup_due(9, false), "first sighting");
+        assert!(!stuck.lookup_due(9, false), "within the grace period");
+        std::thread::sleep(STUCK_BEFORE_LOOKUP);
+        assert!(stuck.lookup_due(9, false));
+        assert!(!stuck.lookup_due(9, false), "then once per interval");
+        assert!(!stuck.lookup_due(10, false), "a new position starts over");
+        assert!(stuck.lookup_due(10, true), "unless forced");
     }
 }

@@ -1,7 +1,7 @@
-//! Replays the cargo-fuzz corpora (`fuzz/corpus/open_segment`, `fuzz/corpus/ring_ops`) through
-//! the fuzz harness on stable, so every seed and every input the fuzzer kept is re-checked by
-//! `cargo test`: a damaged segment must never panic, hang or misbehave, and a healthy ring must
-//! match its model. The counters the harness returns also check that the corpora still reach
+//! Replays the cargo-fuzz corpora (`fuzz/corpus/<target>`: `open_segment`, `ring_ops`,
+//! `bytes_ops`, `mpmc_ops`) through the fuzz harness on stable, so every seed and every input
+//! the fuzzer kept is re-checked by `cargo test`: a damaged segment must never panic, hang or
+//! misbehave, and a healthy ring must match its model. The counters the harness returns also check that the corpora still reach
 //! every interesting outcome (a regression that, say, rejected every valid image would otherwise
 //! pass silently).
 
@@ -109,10 +109,15 @@ fn mpmc_ops_corpus_replays() {
     assert!(total.too_many > 0, "no attach met TooManyEndpoints: {total:?}");
     assert!(total.reattached > 0, "no endpoint attached after a detach: {total:?}");
     assert!(total.clones > 0, "no handle was cloned: {total:?}");
+    assert!(total.shared_lanes > 0, "no clone had to share an intent lane: {total:?}");
     assert!(total.blocking > 0, "no blocking call was checked: {total:?}");
     assert!(total.hostile_inputs > 0 && total.pokes > 0, "no peer write: {total:?}");
     assert!(total.crashes > 0, "no crashed endpoint was forged: {total:?}");
+    assert!(total.realistic_crashes > 0, "no crash was checked as a correct peer's: {total:?}");
     assert!(total.lost_resolved > 0, "no dead claim was resolved and counted: {total:?}");
+    assert!(total.lost_writes_skipped > 0, "no receiver skipped a dead sender's slot: {total:?}");
+    assert!(total.lost_reads_freed > 0, "no sender freed a dead receiver's slot: {total:?}");
+    assert!(total.resolved_on_attach > 0, "no dead entry's claim resolved on attach: {total:?}");
     assert!(total.corrupted > 0, "no forged state was reported as Corrupted: {total:?}");
     assert!(total.reopened > 0, "no segment was opened again: {total:?}");
 }

@@ -57,6 +57,56 @@ fn every_message_exactly_once_across_threads_in_per_sender_order() {
     assert_eq!(chan.lost_messages(), 0);
 }
 
+/// More clones than an entry has intent lanes: the first 15 handles of an entry claim in
+/// parallel, the rest share lanes and take turns; nothing is lost, duplicated or reordered.
+#[test]
+fn clones_beyond_the_lanes_of_one_entry_take_turns_and_lose_nothing() {
+    let opts = Options::new().capacity(8).max_endpoints(1);
+    let chan = Channel::<[u64; 2]>::create(Backing::Anonymous, &opts).unwrap();
+    let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
+    let senders: Vec<_> = (0..20).map(|_| tx.clone()).collect();
+    let receivers: Vec<_> = (0..18).map(|_| rx.clone()).collect();
+    drop((tx, rx));
+    assert!(matches!(chan.sender(), Err(OpenError::TooManyEndpoints { max: 1 })));
+    let per_sender = 2_000u64;
+    let got = std::thread::scope(|s| {
+        for (id, mut tx) in senders.into_iter().enumerate() {
+            s.spawn(move || {
+                for seq in 0..per_sender {
+                    tx.send([id as u64, seq]).unwrap();
+                }
+            });
+        }
+        let joins: Vec<_> = receivers
+            .into_iter()
+            .map(|mut rx| {
+                s.spawn(move || {
+                    let mut last = [None::<u64>; 20];
+                    let mut got = Vec::new();
+                    loop {
+                        match rx.recv_timeout(Duration::from_secs(30)) {
+                            Ok([id, seq]) => {
+                                let prev = &mut last[id as usize];
+                                assert!(prev.is_none_or(|p| p < seq), "per-sender order");
+                                *prev = Some(seq);
+                                got.push((id, seq));
+                            }
+                            Err(RecvTimeoutError::Disconnected) => return got,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        joins.into_iter().flat_map(|j| j.join().unwrap()).collect::<Vec<_>>()
+    });
+    let mut got = got;
+    got.sort_unstable();
+    let want: Vec<_> = (0..20u64).flat_map(|id| (0..per_sender).map(move |s| (id, s))).collect();
+    assert_eq!(got, want);
+    assert_eq!(chan.lost_messages(), 0);
+}
+
 #[test]
 fn disconnect_waits_for_the_first_sender_and_then_for_the_last() {
     let chan = Channel::<u32>::create(Backing::Anonymous, &Options::new().capacity(4)).unwrap();

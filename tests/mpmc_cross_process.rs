@@ -420,8 +420,9 @@ fn join_bounded<R: Send + 'static>(handle: std::thread::JoinHandle<R>, timeout: 
 // ------------------------------------------------------------------------------------------
 
 /// Read-only access to a channel's segment through its fd, to find the claims a stopped peer
-/// holds (the layout of `src/ring/mpmc.rs`: registry after the 640-byte fixed control block,
-/// slot state words `CLAIM | READING? | index << 48 | position mod 2^48`, payload at 8).
+/// holds (the layout of `src/ring/mpmc.rs`: `tail` and `head` in the second and third lines of
+/// the control block, the registry after its 640 fixed bytes, one line per entry: owner word,
+/// then intent lanes; slot stamps `p` free, `p + 1` full, `LOST | p` lost; payload at 8).
 struct Inspector {
     file: std::fs::File,
     max: u64,
@@ -430,8 +431,8 @@ struct Inspector {
     capacity: u64,
 }
 
-/// A claim found in a slot: the slot's state word and the first two payload words (for a
-/// reading claim, the message's producer id and sequence number).
+/// An unfinished claim: the slot's stamp and the first two payload words (for a receiver's
+/// claim, the message's producer id and sequence number).
 #[derive(Clone, Copy)]
 struct Claim {
     word: u64,
@@ -445,9 +446,11 @@ impl std::fmt::Debug for Claim {
 }
 
 impl Inspector {
-    const REGISTRY: u64 = shmchan::layout::CONTROL_OFFSET + 5 * shmchan::layout::LINE;
-    const CLAIM: u64 = 1 << 63;
-    const READING: u64 = 1 << 62;
+    const CONTROL: u64 = shmchan::layout::CONTROL_OFFSET;
+    const LINE: u64 = shmchan::layout::LINE;
+    const REGISTRY: u64 = Self::CONTROL + 5 * Self::LINE;
+    const LOST: u64 = 1 << 63;
+    const IDLE: u64 = u64::MAX;
 
     fn new<T: Wire>(chan: &Channel<T>) -> Self {
         let file = std::fs::File::from(chan.fd().unwrap().try_clone_to_owned().unwrap());
@@ -470,25 +473,35 @@ impl Inspector {
         u64::from_le_bytes(b)
     }
 
+    /// Offset of registry entry `index` of the senders (or receivers).
+    fn entry(&self, index: u64, receiver: bool) -> u64 {
+        let base = if receiver { self.max } else { 0 };
+        Self::REGISTRY + Self::LINE * (base + index)
+    }
+
     /// The registry index of the sender (or receiver) attached by `pid`.
     fn index_of(&self, pid: u32, receiver: bool) -> Option<u64> {
-        let base = if receiver { self.max } else { 0 };
         (0..self.max).find(|&i| {
-            let w = self.u64_at(Self::REGISTRY + 8 * (base + i));
+            let w = self.u64_at(self.entry(i, receiver));
             w as u32 == pid && w & shmchan::layout::endpoint::DETACHED == 0
         })
     }
 
-    /// Claims held by endpoint `index` (for reading if `receiver`).
+    /// Unfinished claims named by the intent lanes of endpoint `index` (for reading if
+    /// `receiver`): `head` (`tail`) past the position, the slot still full or lost (free).
     fn claims_of(&self, index: u64, receiver: bool) -> Vec<Claim> {
-        (0..self.capacity)
-            .filter_map(|k| {
-                let at = self.slots_offset + k * self.stride;
+        let entry = self.entry(index, receiver);
+        let moved = self.u64_at(Self::CONTROL + if receiver { 2 } else { 1 } * Self::LINE);
+        (1..Self::LINE / 8)
+            .map(|lane| self.u64_at(entry + 8 * lane))
+            .filter(|&p| p != Self::IDLE && p < moved)
+            .filter_map(|p| {
+                let at = self.slots_offset + (p & (self.capacity - 1)) * self.stride;
                 let word = self.u64_at(at);
-                let mine = word & Self::CLAIM != 0
-                    && (word & Self::READING != 0) == receiver
-                    && (word >> 48) & 0x3fff == index;
-                mine.then(|| Claim { word, payload: [self.u64_at(at + 8), self.u64_at(at + 16)] })
+                let unfinished =
+                    if receiver { word == p + 1 || word == Self::LOST | p } else { word == p };
+                unfinished
+                    .then(|| Claim { word, payload: [self.u64_at(at + 8), self.u64_at(at + 16)] })
             })
             .collect()
     }

@@ -1,9 +1,9 @@
 //! Writes the seed corpus of the `mpmc_ops` fuzz target into `fuzz/corpus/mpmc_ops/`, running
-//! every seed through the harness once (in this debug build, with overflow checks), and the
-//! reproducers of known bugs into `fuzz/artifacts/mpmc_ops/` (not run: they panic).
+//! every seed through the harness once (in this debug build, with overflow checks).
 //!
-//! Run from `fuzz/`: `cargo run --example gen_mpmc_corpus`. Re-running rewrites the named seeds
-//! with the same bytes and leaves the entries the fuzzer added alone.
+//! Run from `fuzz/`: `cargo run --example gen_mpmc_corpus` (with `SEED_STATS=1`, it prints
+//! each seed's counters). Re-running rewrites the named seeds with the same bytes and leaves
+//! the entries the fuzzer added alone.
 
 #[allow(dead_code)] // the generator uses part of the harness
 #[path = "../harness/mod.rs"]
@@ -89,20 +89,58 @@ impl Seed {
         self.poke(t, index, kind::RAW, &args)
     }
 
-    /// Hostile: a crashed endpoint (see `op::RECV_BLOCKING`).
-    fn crash(mut self, receiver: bool, entry: u8, dead_pid: bool, moved: bool) -> Self {
-        let arg = u8::from(receiver)
-            | u8::from(dead_pid) << 1
-            | (entry & 31) << 2
-            | if moved { 0 } else { 0x80 };
-        self.0.extend([o(op::RECV_BLOCKING, 0, 0), arg]);
+    /// Hostile: a sender or receiver that died holding a claim at the tail (head), in registry
+    /// entry `entry`, intent lane `lane`, owned by `owner`, leaving the slot as `left` says;
+    /// `also_named`: the last lane of the next entry names the position too (see the
+    /// harness's `Peer::crash`).
+    fn crash(
+        mut self,
+        receiver: bool,
+        entry: u8,
+        owner: u8,
+        lane: u8,
+        left: u8,
+        also_named: bool,
+    ) -> Self {
+        let a = u8::from(receiver)
+            | (owner & 3) << 1
+            | (lane & 15) << 3
+            | if left == BEFORE_CAS { 0x80 } else { 0 };
+        let b = (entry & 15) | (left & 3) << 4 | if also_named { 0x40 } else { 0 };
+        self.0.extend([o(op::RECV_BLOCKING, 0, 0), a, b]);
         self
+    }
+
+    /// Hostile: let the stuck-claim clock of every handle run out.
+    fn pause(self) -> Self {
+        self.op(op::OBSERVE, 3)
     }
 
     fn bytes(mut self, b: &[u8]) -> Self {
         self.0.extend_from_slice(b);
         self
     }
+}
+
+/// Owners of a crashed endpoint's entry: dead (a pid beyond pid_max, a pid beyond i32::MAX,
+/// our pid with another start time), or whoever holds it now.
+const DEAD: u8 = 0;
+const DEAD_PID_RANGE: u8 = 1;
+const DEAD_REUSED_PID: u8 = 2;
+const AS_IS: u8 = 3;
+
+/// What a crashed endpoint leaves in its slot: the claim as made, the claim finished
+/// (published, or freed), a lost stamp, the stamp untouched; or nothing at all but its intent
+/// (it died before its claiming CAS).
+const CLAIMED: u8 = 0;
+const FINISHED: u8 = 1;
+const LOST_STAMP: u8 = 2;
+const BEFORE_CAS: u8 = 4;
+
+/// The index arg of a registry poke: word `word` (0: owner, 1..=15: lanes) of entry `entry`
+/// (senders first, then receivers).
+fn reg(entry: u8, word: u8) -> u8 {
+    entry << 4 | word
 }
 
 /// Attach a sender and a receiver in handle slot 0.
@@ -233,6 +271,23 @@ fn model_seeds() -> Vec<(&'static str, Vec<u8>)> {
             .op(op::OBSERVE, 0)
             .0,
     ));
+    // Piles of clones of one entry: more handles than intent lanes, sharing and taking turns;
+    // the entry stays held (TooManyEndpoints) while any clone lives.
+    let mut s = attached(Seed::model(1, 1, 0));
+    for _ in 0..18 {
+        s = s.clone_to(op::CLONE_SENDER, 0, 0).op(op::SEND, 0);
+        s = s.clone_to(op::CLONE_RECEIVER, 0, 0).op(op::RECV, 0);
+    }
+    s = s.op(op::ATTACH_SENDER, 1).op(op::DROP_SENDER, 0).op(op::OBSERVE, 0);
+    s = s.clone_to(op::CLONE_SENDER, 0, 0).clone_to(op::CLONE_SENDER, 0, 1);
+    for _ in 0..8 {
+        s = s.clone_to(op::CLONE_SENDER, 1, 1).op_arg(op::SEND_SLICE, 1, 3);
+        s = s.op(op::DROP_SENDER, 1).clone_to(op::CLONE_SENDER, 0, 1);
+        s = s.clone_to(op::CLONE_RECEIVER, 0, 2).op_arg(op::RECV_INTO, 2, 4);
+    }
+    s = s.op(op::ATTACH_RECEIVER, 3).op(op::DROP_RECEIVER, 0).op(op::DROP_RECEIVER, 2);
+    s = s.op(op::DROP_SENDER, 1).op(op::OBSERVE, 0).op(op::RECV, 3);
+    v.push(("model-clone-piles-share-lanes", s.0));
     v.push((
         "model-reattach",
         attached(Seed::model(0, 1, 0))
@@ -353,91 +408,314 @@ fn hostile_seeds() -> Vec<(&'static str, Vec<u8>)> {
                 .0,
         ),
         (
-            "hostile-crashed-sender-moved-tail",
+            // Its claim stays until the last live sender is gone; then the receiver's
+            // conclusive look resolves it, skips the slot and delivers what follows.
+            "hostile-crashed-sender-skipped-once-senders-are-gone",
             Seed::hostile(1, 2, 0)
                 .op(op::SEND, 0)
-                .crash(false, 1, true, true)
+                .crash(false, 1, DEAD, 0, CLAIMED, false)
                 .op(op::SEND, 0)
-                .times(3, op::RECV, 0)
+                .op(op::RECV, 0)
+                .op(op::DROP_SENDER, 0)
+                .op(op::RECV, 0)
+                .op(op::RECV, 0)
                 .op(op::OBSERVE, 0)
+                .0,
+        ),
+        (
+            // A receiver that met the stuck claim looks its holder up after a while.
+            "hostile-crashed-sender-skipped-after-a-pause",
+            Seed::hostile(1, 2, 1)
+                .op(op::SEND, 0)
+                .crash(false, 1, DEAD_PID_RANGE, 2, CLAIMED, false)
+                .times(2, op::SEND, 0)
+                .times(2, op::RECV, 0)
+                .pause()
+                .times(2, op::RECV, 0)
+                .op(op::OBSERVE, 0)
+                .op(op::SEND, 0)
+                .op(op::RECV, 0)
+                .0,
+        ),
+        (
+            "hostile-crashed-sender-entry-taken-over",
+            Seed::hostile(1, 2, 2)
+                .crash(false, 1, DEAD_REUSED_PID, 0, CLAIMED, false)
+                .op(op::SEND, 0)
                 .op(op::ATTACH_SENDER, 1)
                 .op(op::SEND, 1)
-                .op(op::RECV, 0)
-                .0,
-        ),
-        (
-            "hostile-crashed-sender-before-moving-tail",
-            Seed::hostile(1, 2, 0)
-                .crash(false, 1, false, false)
-                .op(op::SEND, 0)
                 .times(3, op::RECV, 0)
-                .op(op::SEND, 0)
-                .op(op::RECV, 0)
+                .op(op::OBSERVE, 0)
                 .0,
         ),
         (
-            "hostile-crashed-receiver-frees-for-senders",
+            // Two handles of one dead process, the later claim first in line.
+            "hostile-crashed-senders-two-lanes",
+            Seed::hostile(2, 1, 3)
+                .op(op::DROP_SENDER, 0)
+                .crash(false, 0, DEAD, 0, CLAIMED, false)
+                .crash(false, 0, DEAD, 5, CLAIMED, false)
+                .op(op::RECV, 0)
+                .op(op::RECV, 0)
+                .op(op::ATTACH_SENDER, 1)
+                .op(op::SEND, 1)
+                .times(2, op::RECV, 0)
+                .op(op::OBSERVE, 0)
+                .0,
+        ),
+        (
+            // The slot the dead receiver held is full from the sender's side: it looks the
+            // holder up after a while and frees the slot.
+            "hostile-crashed-receiver-freed-by-a-sender",
             Seed::hostile(0, 2, 0)
                 .times(2, op::SEND, 0)
-                .crash(true, 1, true, true)
+                .crash(true, 1, DEAD, 0, CLAIMED, false)
                 .op(op::SEND, 0)
-                .op(op::SEND, 0)
+                .pause()
                 .op(op::SEND, 0)
                 .times(3, op::RECV, 0)
                 .op(op::OBSERVE, 0)
                 .0,
         ),
         (
-            "hostile-dead-entry-taken-over",
-            Seed::hostile(1, 1, 0)
+            "hostile-crashed-receiver-entry-taken-over",
+            Seed::hostile(1, 2, 1)
+                .times(2, op::SEND, 0)
+                .crash(true, 1, DEAD, 3, CLAIMED, false)
+                .op(op::ATTACH_RECEIVER, 1)
+                .op(op::RECV, 1)
+                .op(op::RECV, 0)
+                .times(4, op::SEND, 0)
+                .op_arg(op::RECV_INTO, 1, 5)
+                .0,
+        ),
+        (
+            // A receiver that died after freeing, and one that died skipping a lost slot.
+            "hostile-crashed-receivers-freed-and-lost",
+            Seed::hostile(0, 2, 0)
+                .times(2, op::SEND, 0)
+                .crash(true, 1, DEAD, 0, FINISHED, false)
+                .crash(false, 1, DEAD, 0, LOST_STAMP, false)
+                .crash(true, 1, DEAD_PID_RANGE, 1, CLAIMED, false)
                 .op(op::SEND, 0)
-                .poke(target::REGISTRY, 0, kind::OWNER, &[3])
-                .poke(target::SLOT, 1, kind::WRITING, &[0, 0])
+                .pause()
+                .times(2, op::SEND, 0)
+                .times(3, op::RECV, 0)
+                .op(op::OBSERVE, 0)
+                .0,
+        ),
+        (
+            // Intents left by endpoints that died before their claiming CAS name nothing
+            // stuck.
+            "hostile-crashed-before-the-cas",
+            Seed::hostile(1, 2, 0)
+                .op(op::SEND, 0)
+                .crash(false, 1, DEAD, 0, BEFORE_CAS, false)
+                .crash(true, 1, DEAD, 0, BEFORE_CAS, false)
+                .op(op::SEND, 0)
+                .op(op::RECV, 0)
+                .op(op::DROP_SENDER, 0)
+                .times(2, op::RECV, 0)
+                .op(op::ATTACH_SENDER, 1)
+                .op(op::ATTACH_RECEIVER, 1)
+                .op(op::SEND, 1)
+                .op(op::RECV, 1)
+                .0,
+        ),
+        (
+            "hostile-crashed-sender-after-publishing",
+            Seed::hostile(1, 2, 0)
+                .op(op::SEND, 0)
+                .crash(false, 1, DEAD, 0, FINISHED, false)
+                .op(op::SEND, 0)
+                .times(3, op::RECV, 0)
                 .op(op::ATTACH_SENDER, 1)
                 .op(op::SEND, 1)
                 .op(op::RECV, 0)
+                .0,
+        ),
+        (
+            // A live process's handle stalled mid-claim is never skipped, however long.
+            "hostile-live-stalled-sender-never-skipped",
+            Seed::hostile(0, 1, 0)
+                .op(op::SEND, 0)
+                .crash(false, 0, AS_IS, 9, CLAIMED, false)
+                .op(op::SEND, 0)
+                .times(2, op::RECV, 0)
+                .pause()
+                .times(2, op::RECV, 0)
+                .clone_to(op::CLONE_RECEIVER, 0, 1)
+                .op(op::RECV, 1)
+                .op(op::DROP_SENDER, 0)
+                .op(op::RECV, 1)
+                .op(op::OBSERVE, 0)
+                .0,
+        ),
+        (
+            // Nor is a live receiver's slot freed under it.
+            "hostile-live-stalled-receiver-never-freed",
+            Seed::hostile(0, 1, 0)
+                .times(2, op::SEND, 0)
+                .crash(true, 0, AS_IS, 12, CLAIMED, false)
+                .op(op::SEND, 0)
+                .pause()
+                .op(op::SEND, 0)
+                .op(op::RECV, 0)
+                .op(op::SEND, 0)
+                .op(op::OBSERVE, 0)
+                .0,
+        ),
+        (
+            // The dead sender's claim is also named by a live sender's lane (one that lost
+            // the race for it): not resolved, and its entry not taken over, until that one
+            // is gone.
+            "hostile-dead-claim-also-named-by-a-live-lane",
+            Seed::hostile(1, 2, 0)
+                .op(op::SEND, 0)
+                .crash(false, 1, DEAD, 0, CLAIMED, true)
+                .op(op::SEND, 0)
+                .times(2, op::RECV, 0)
+                .pause()
+                .op(op::RECV, 0)
+                .op(op::ATTACH_SENDER, 1)
+                .op(op::DROP_SENDER, 0)
+                .op(op::ATTACH_SENDER, 1)
+                .op(op::ATTACH_SENDER, 2)
+                .op(op::RECV, 0)
+                .op(op::OBSERVE, 0)
+                .0,
+        ),
+        (
+            "hostile-live-claim-also-named-by-a-dead-lane",
+            Seed::hostile(1, 3, 0)
+                .op(op::ATTACH_SENDER, 1)
+                .op(op::SEND, 0)
+                .crash(false, 2, DEAD, 0, BEFORE_CAS, false)
+                .crash(false, 1, AS_IS, 6, CLAIMED, false)
+                .op(op::SEND, 0)
+                .times(2, op::RECV, 0)
+                .pause()
+                .op(op::RECV, 0)
+                .op(op::DROP_SENDER, 1)
+                .clone_to(op::CLONE_RECEIVER, 0, 1)
+                .op(op::RECV, 1)
+                .pause()
+                .op(op::RECV, 1)
+                .op(op::OBSERVE, 0)
+                .0,
+        ),
+        (
+            // Hand-forged crash state: a dead owner, an intent for the claim, a moved tail,
+            // and lanes that are idle, garbage, or positions far away.
+            "hostile-registry-lanes",
+            Seed::hostile(1, 2, 0)
+                .op(op::SEND, 0)
+                .poke(target::REGISTRY, reg(1, 0), kind::OWNER, &[3])
+                .poke(target::REGISTRY, reg(1, 1), kind::INTENT, &[0, 1])
+                .poke(target::REGISTRY, reg(1, 2), kind::INTENT, &[0, 0])
+                .poke(target::REGISTRY, reg(1, 3), kind::INTENT, &[1, 3])
+                .poke(target::REGISTRY, reg(1, 4), kind::INTENT, &[0x40, 2])
+                .poke(target::REGISTRY, reg(1, 15), kind::INTENT, &[0xfe, 1])
+                .poke(target::TAIL, 0, kind::NUDGE, &[1])
+                .op(op::RECV, 0)
+                .op(op::RECV, 0)
+                .pause()
+                .op(op::RECV, 0)
+                .op(op::ATTACH_SENDER, 1)
+                .op(op::SEND, 1)
                 .op(op::RECV, 0)
                 .0,
         ),
         (
             "hostile-registry-owner-words",
             Seed::hostile(0, 2, 0)
-                .poke(target::REGISTRY, 1, kind::OWNER, &[1])
+                .poke(target::REGISTRY, reg(1, 0), kind::OWNER, &[1])
                 .op(op::ATTACH_SENDER, 1)
                 .op(op::ATTACH_SENDER, 2)
-                .poke(target::REGISTRY, 2, kind::OWNER, &[2])
-                .poke(target::REGISTRY, 3, kind::OWNER, &[5])
+                .poke(target::REGISTRY, reg(2, 0), kind::OWNER, &[2])
+                .poke(target::REGISTRY, reg(3, 0), kind::OWNER, &[5])
                 .op(op::ATTACH_RECEIVER, 1)
                 .op(op::ATTACH_RECEIVER, 2)
-                .poke(target::REGISTRY, 0, kind::OWNER, &[6])
+                .poke(target::REGISTRY, reg(0, 0), kind::OWNER, &[6])
                 .op(op::SEND, 0)
                 .op(op::RECV, 0)
                 .op(op::OBSERVE, 0)
                 .0,
         ),
         (
-            "hostile-claims-of-unknown-endpoints",
+            // A moved tail whose claim no lane names: nobody to resolve it, receivers wait.
+            "hostile-claims-of-nobody",
             Seed::hostile(1, 1, 0)
                 .op(op::SEND, 0)
-                .poke(target::SLOT, 1, kind::WRITING, &[0, 2])
-                .poke(target::SLOT, 0, kind::READING, &[1, 2])
+                .poke(target::TAIL, 0, kind::NUDGE, &[1])
                 .op(op::SEND, 0)
                 .op(op::RECV, 0)
+                .op(op::RECV, 0)
+                .pause()
+                .op(op::RECV, 0)
+                .op(op::DROP_SENDER, 0)
+                .op(op::RECV, 0)
+                .0,
+        ),
+        (
+            // Stamps for the position the slot holds now, the next lap, and other slots.
+            "hostile-stamps-right-and-wrong-slots",
+            Seed::hostile(1, 1, 0)
+                .op(op::SEND, 0)
+                .poke(target::SLOT, 1, kind::STAMP, &[0, 1])
+                .op(op::RECV, 0)
+                .poke(target::SLOT, 1, kind::STAMP, &[0, 3])
+                .op(op::SEND, 0)
+                .op(op::RECV, 0)
+                .poke(target::SLOT, 2, kind::STAMP, &[1, 5])
                 .op(op::RECV, 0)
                 .op(op::SEND, 0)
                 .0,
         ),
         (
-            "hostile-slot-states",
+            // A lost stamp where receivers are: skipped without a message.
+            "hostile-stamps-lost",
+            Seed::hostile(1, 1, 0)
+                .times(2, op::SEND, 0)
+                .poke(target::SLOT, 0, kind::STAMP, &[1, 2])
+                .times(2, op::RECV, 0)
+                .poke(target::SLOT, 2, kind::STAMP, &[0, 2])
+                .poke(target::TAIL, 0, kind::NUDGE, &[1])
+                .times(2, op::RECV, 0)
+                .op(op::SEND, 0)
+                .op(op::RECV, 0)
+                .0,
+        ),
+        (
+            // A lost stamp of another slot: corruption.
+            "hostile-stamps-lost-wrong-slot",
             Seed::hostile(1, 1, 0)
                 .op(op::SEND, 0)
-                .poke(target::SLOT, 0, kind::SLOT_STATE, &[2])
-                .poke(target::SLOT, 1, kind::SLOT_STATE, &[3])
+                .poke(target::SLOT, 0, kind::STAMP, &[2, 6])
                 .op(op::RECV, 0)
                 .op(op::SEND, 0)
-                .poke(target::SLOT, 2, kind::SLOT_STATE, &[4])
-                .op(op::RECV, 0)
+                .0,
+        ),
+        (
+            // A lost stamp two laps behind the tail: corruption.
+            "hostile-stamps-lost-two-laps-behind",
+            Seed::hostile(1, 1, 1)
                 .op(op::SEND, 0)
+                .op(op::RECV, 0)
+                .poke(target::SLOT, 1, kind::STAMP, &[0xf8, 2])
+                .times(5, op::SEND, 0)
+                .op(op::RECV, 0)
+                .0,
+        ),
+        (
+            "hostile-stamp-bits-flipped",
+            Seed::hostile(2, 1, 0)
+                .times(3, op::SEND, 0)
+                .poke(target::SLOT, 0, kind::FLIP, &[63])
+                .poke(target::SLOT, 1, kind::FLIP, &[62])
+                .poke(target::SLOT, 2, kind::FLIP, &[0])
+                .times(3, op::RECV, 0)
+                .times(2, op::SEND, 0)
                 .0,
         ),
         (
@@ -510,6 +788,19 @@ fn hostile_seeds() -> Vec<(&'static str, Vec<u8>)> {
                 .0,
         ),
         (
+            // Before any sender attached, a crashed one: its attach counted, its claim
+            // resolved once it is the only sender there ever was.
+            "hostile-crashed-sender-was-the-first",
+            Seed::hostile(1, 1, flag::NO_SENDER)
+                .op(op::RECV, 0)
+                .crash(false, 0, DEAD, 0, CLAIMED, false)
+                .times(2, op::RECV, 0)
+                .op(op::ATTACH_SENDER, 1)
+                .op(op::SEND, 1)
+                .op(op::RECV, 0)
+                .0,
+        ),
+        (
             "hostile-corrupted-stays",
             Seed::hostile(1, 1, 0)
                 .poke_raw(target::SLOT, 0, 2)
@@ -526,19 +817,41 @@ fn hostile_seeds() -> Vec<(&'static str, Vec<u8>)> {
                 .op(op::SEND, 1)
                 .0,
         ),
+        (
+            // Once a panic with overflow checks (`decode`: a zero stamp in the last slot
+            // read as "full at position u64::MAX").
+            "hostile-zero-stamp-in-last-slot",
+            Seed::hostile(0, 1, 0).op(op::SEND, 0).poke_raw(target::SLOT, 1, 0).op(op::SEND, 0).0,
+        ),
+        (
+            // Once a panic with overflow checks (resolving a dead entry's claims with the
+            // tail near u64::MAX, when a new sender takes the entry over); now with the claim
+            // in an intent lane.
+            "hostile-dead-lane-tail-near-max",
+            Seed::hostile(0, 1, 0)
+                .poke(target::REGISTRY, reg(0, 0), kind::OWNER, &[3])
+                .poke_raw(target::REGISTRY, reg(0, 1), (1 << 62) - 1)
+                .poke_raw(target::REGISTRY, reg(0, 2), u64::MAX - 1)
+                .poke_raw(target::TAIL, 0, u64::MAX)
+                .op(op::ATTACH_SENDER, 1)
+                .op(op::RECV, 0)
+                .0,
+        ),
     ];
+    // Random operation streams, with every kind of peer write.
     let mut rng = Rng(0x6d70_6d63_5eed_0002);
     for i in 0..10 {
         let mut s = Seed::hostile(rng.byte() % 4, 1 + rng.byte() % 4, rng.byte() & 0x0f);
         for _ in 0..(30 + rng.byte() % 60) {
             let b = rng.byte();
-            // Peer writes get their full argument list; other ops one argument byte.
-            s = if b % 16 == op::SEND_BLOCKING {
-                // Nonzero forged values only: a zero in the last slot's state word trips the
-                // overflow reported in `bug_reproducers`.
-                s.poke(rng.byte(), rng.byte(), 1 + rng.byte() % 7, &[rng.byte(), rng.byte()])
-            } else {
-                s.bytes(&[b, rng.byte()])
+            // Peer writes and crashes get their full argument lists; other ops one byte.
+            s = match b % 16 {
+                op::SEND_BLOCKING => {
+                    let args = [rng.byte(), rng.byte(), rng.byte(), rng.byte(), rng.byte()];
+                    s.poke(rng.byte(), rng.byte(), rng.byte(), &args)
+                }
+                op::RECV_BLOCKING => s.bytes(&[b, rng.byte(), rng.byte()]),
+                _ => s.bytes(&[b, rng.byte()]),
             };
         }
         let names = [
@@ -555,32 +868,55 @@ fn hostile_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ];
         v.push((names[i], s.0));
     }
+    // Random streams of operations and crashes only, mostly of dead endpoints in entries of
+    // their own (so the stronger checks of a correct peer apply for a while).
+    let mut rng = Rng(0x6d70_6d63_5eed_0003);
+    for i in 0..6 {
+        let max = 2 + rng.byte() % 2;
+        let mut s = Seed::hostile(rng.byte() % 3, max, rng.byte() & 0x0f);
+        for _ in 0..(30 + rng.byte() % 40) {
+            let code = [
+                op::SEND,
+                op::SEND,
+                op::RECV,
+                op::RECV,
+                op::SEND_SLICE,
+                op::RECV_INTO,
+                op::RECV_BLOCKING,
+                op::ATTACH_SENDER,
+                op::ATTACH_RECEIVER,
+                op::DROP_SENDER,
+                op::OBSERVE,
+                op::CLONE_RECEIVER,
+            ][usize::from(rng.byte() % 12)];
+            let h = rng.byte() % 2;
+            s = match code {
+                op::RECV_BLOCKING => {
+                    let (receiver, lane) = (rng.byte().is_multiple_of(3), rng.byte());
+                    let entry = 1 + rng.byte() % (max - 1);
+                    let owner =
+                        [DEAD, DEAD_PID_RANGE, DEAD_REUSED_PID][usize::from(rng.byte() % 3)];
+                    let left =
+                        [CLAIMED, CLAIMED, FINISHED, BEFORE_CAS][usize::from(rng.byte() % 4)];
+                    s.crash(receiver, entry, owner, lane, left, false)
+                }
+                op::OBSERVE => s.op(code, 3),
+                op::SEND_SLICE | op::RECV_INTO => s.op_arg(code, h, rng.byte() % 4),
+                op::CLONE_RECEIVER => s.clone_to(code, 0, h),
+                _ => s.op(code, h),
+            };
+        }
+        let names = [
+            "hostile-random-crashes-0",
+            "hostile-random-crashes-1",
+            "hostile-random-crashes-2",
+            "hostile-random-crashes-3",
+            "hostile-random-crashes-4",
+            "hostile-random-crashes-5",
+        ];
+        v.push((names[i], s.0));
+    }
     v
-}
-
-/// Inputs that make the library panic when it is built with overflow checks (debug builds,
-/// and `cargo fuzz run` by default). Kept out of the corpus.
-fn bug_reproducers() -> Vec<(&'static str, Vec<u8>)> {
-    vec![
-        (
-            // `decode` in src/ring/mpmc.rs: a state word of 0 in the last slot (index == mask)
-            // takes the "full" branch (0 - 1 masks to the slot) and computes `word - 1`.
-            "overflow-decode-zero-state-in-last-slot",
-            Seed::hostile(0, 1, 0).op(op::SEND, 0).poke_raw(target::SLOT, 1, 0).op(op::SEND, 0).0,
-        ),
-        (
-            // `release_claims_of` in src/ring/mpmc.rs: the tail is read without the
-            // MAX_POSITION check, so a claim by a dead entry with the tail near u64::MAX makes
-            // `pos + capacity` overflow while a new sender takes the entry over.
-            "overflow-release-claims-tail-near-max",
-            Seed::hostile(0, 1, 0)
-                .poke(target::REGISTRY, 0, kind::OWNER, &[3])
-                .poke_raw(target::SLOT, 1, (1 << 63) | ((1 << 48) - 1))
-                .poke_raw(target::TAIL, 0, u64::MAX)
-                .op(op::ATTACH_SENDER, 1)
-                .0,
-        ),
-    ]
 }
 
 fn main() {
@@ -590,16 +926,14 @@ fn main() {
     let mut stats = MpmcStats::default();
     let (mut count, mut bytes) = (0, 0);
     for (name, data) in model_seeds().into_iter().chain(hostile_seeds()) {
-        stats.absorb(mpmc_ops(&data));
+        let one = mpmc_ops(&data);
+        if std::env::var_os("SEED_STATS").is_some() {
+            println!("{name}: {one:?}");
+        }
+        stats.absorb(one);
         std::fs::write(dir.join(name), &data).expect("write a seed");
         count += 1;
         bytes += data.len();
     }
     println!("mpmc_ops: {count} seeds, {bytes} bytes; {stats:#?}");
-    let artifacts = root.join("artifacts").join("mpmc_ops");
-    std::fs::create_dir_all(&artifacts).expect("create the artifacts directory");
-    for (name, data) in bug_reproducers() {
-        std::fs::write(artifacts.join(name), &data).expect("write a reproducer");
-        println!("reproducer: {}", artifacts.join(name).display());
-    }
 }

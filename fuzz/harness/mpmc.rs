@@ -3,17 +3,25 @@
 //!
 //! [`mpmc_ops`] has two modes, chosen by bit 7 of the flags byte:
 //! - model: an operation sequence on a healthy anonymous channel with up to four sender and
-//!   four receiver handles (attached, cloned, dropped, re-attached), every result checked
-//!   against a model: a `VecDeque` in global send order (with one thread, MPMC is FIFO), the
-//!   registry entries each handle shares with its clones, and the disconnect rules of the module
-//!   docs. It reaches `Full`, `Empty`, `Disconnected` on both sides and `TooManyEndpoints`.
-//! - hostile: a channel in a scratch file whose control block, registry words and slot state
-//!   words a "peer" overwrites between non-blocking (or tiny-timeout) operations, with raw
-//!   bytes or with plausible forgeries (positions, claims by live, dead or unknown endpoints,
-//!   owner words), including the state a crashed sender or receiver leaves behind. Every call
-//!   must return without a panic or a hang; send errors hand the value back; batch counts stay
-//!   within their slices; `len()` never exceeds the capacity; `Corrupted`, once reported by a
-//!   handle, stays reported by that handle.
+//!   four receiver handles in play (attached, cloned, dropped, re-attached) plus a pile of
+//!   spare clones per role, every result checked against a model: a `VecDeque` in global send
+//!   order (with one thread, MPMC is FIFO), the registry entries each handle shares with its
+//!   clones, and the disconnect rules of the module docs. It reaches `Full`, `Empty`,
+//!   `Disconnected` on both sides, `TooManyEndpoints`, and entries with more clones than
+//!   intent lanes (clones sharing a lane, taking turns).
+//! - hostile: a channel in a scratch file whose control block, registry (owner words and
+//!   intent lanes) and slot stamps a "peer" overwrites between non-blocking (or tiny-timeout)
+//!   operations, with raw bytes or with plausible forgeries (positions, stamps for the right or
+//!   the wrong position and slot, intents, owner words), including the state a sender or a
+//!   receiver leaves when it crashes mid-claim: its entry owned by a dead process, one of its
+//!   lanes naming position `p`, `tail`/`head` moved past `p`, the stamp as the claim left it.
+//!   Every call must return without a panic or a hang; send errors hand the value back; batch
+//!   counts stay within their slices; `len()` never exceeds the capacity; `Corrupted`, once
+//!   reported by a handle, stays reported by that handle. While every peer write so far is one
+//!   a correct (if crashing) peer could make, more holds: no handle reports `Corrupted`, the
+//!   values received are, in order, a subsequence of the values sent (nothing invented,
+//!   repeated or reordered), and no message is counted lost unless a dead endpoint's claim was
+//!   forged.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::OpenOptions;
@@ -44,26 +52,28 @@ pub mod op {
     /// `recv_timeout`; arg: timeout byte.
     pub const RECV_TIMEOUT: u8 = 5;
     /// Model: `send` / `send_slice` when they cannot block; arg: count (mod 10).
-    /// Hostile: a peer write; args: target, index, kind, value bytes.
+    /// Hostile: a peer write; args: target, index, kind, the kind's value bytes.
     pub const SEND_BLOCKING: u8 = 6;
     /// Model: `recv` / `recv_into` when they cannot block; arg: buffer length (mod 10).
-    /// Hostile: a crashed sender (arg bit 0 clear) or receiver; arg: entry, whether the
-    /// position moved on.
+    /// Hostile: a crashed sender or receiver; args: two bytes (see `Peer::crash`).
     pub const RECV_BLOCKING: u8 = 7;
     /// Attach a sender into handle slot `h` (dropping what was there first).
     pub const ATTACH_SENDER: u8 = 8;
     /// Attach a receiver into handle slot `h`.
     pub const ATTACH_RECEIVER: u8 = 9;
-    /// Clone sender `h` into slot `j`.
+    /// Clone sender `h` into slot `j`. Model, with `j == h`: the clone goes onto the spare
+    /// pile, and slot `h` swaps its handle with the oldest spare.
     pub const CLONE_SENDER: u8 = 10;
-    /// Clone receiver `h` into slot `j`.
+    /// Clone receiver `h` into slot `j` (model, `j == h`: as for senders).
     pub const CLONE_RECEIVER: u8 = 11;
     /// Drop sender `h`.
     pub const DROP_SENDER: u8 = 12;
     /// Drop receiver `h`.
     pub const DROP_RECEIVER: u8 = 13;
     /// Compare `len`, `is_empty`, `lost_messages`, `capacity`, `max_endpoints` and every
-    /// handle's `is_disconnected` with the model (hostile: call them, check the bounds).
+    /// handle's `is_disconnected` with the model (hostile: call them, check the bounds; with
+    /// `h == 3`, first let `PAUSE` pass, so that a handle that met a stuck claim looks its
+    /// holder up on its next try).
     pub const OBSERVE: u8 = 14;
     /// Model: `set_wait_strategy` on sender and receiver `h`; arg: strategy.
     /// Hostile: open the segment again and attach through the new mapping from now on.
@@ -99,43 +109,61 @@ pub mod target {
     pub const NOT_EMPTY: u8 = 9;
     /// `not_full` waiters (even index arg) or epoch.
     pub const NOT_FULL: u8 = 10;
-    /// A registry word (index arg mod `2 * max_endpoints`: senders, then receivers).
+    /// A registry word: the index arg's high nibble picks the entry (mod `2 * max_endpoints`:
+    /// senders, then receivers), its low nibble the word (0: owner, 1..=15: intent lanes).
     pub const REGISTRY: u8 = 11;
-    /// A slot state word (index arg mod capacity); 12..=15 all do this.
+    /// A slot's stamp (index arg mod capacity); 12..=15 all do this.
     pub const SLOT: u8 = 12;
 }
 
-/// Forged-value kinds (third arg of a hostile poke, mod 8).
+/// Forged-value kinds (third arg of a hostile poke, mod 8), each followed by an `arg` byte;
+/// where a position `p` is involved it is the tail (arg bit 0 clear) or the head, plus
+/// `arg >> 1` (signed).
 pub mod kind {
-    /// The next 8 input bytes.
+    /// The 8 input bytes after arg.
     pub const RAW: u8 = 0;
-    /// The current value plus a signed byte.
+    /// The current value plus arg (signed).
     pub const NUDGE: u8 = 1;
-    /// The tail plus a signed byte.
+    /// The tail plus arg (signed).
     pub const TAIL_REL: u8 = 2;
-    /// The head plus a signed byte.
+    /// The head plus arg (signed).
     pub const HEAD_REL: u8 = 3;
-    /// A claim for writing: args endpoint index byte, delta byte (bit 0: from the head).
-    pub const WRITING: u8 = 4;
-    /// A claim for reading, likewise.
-    pub const READING: u8 = 5;
+    /// An intent word; one more byte picks: idle, `p`, `p` plus `arg >> 1` laps, or a word
+    /// no position has (`p` with bit 62 set).
+    pub const INTENT: u8 = 4;
+    /// A stamp; one more byte: bits 0-1 pick free `p`, full (`p + 1`), lost (`LOST | p`) or
+    /// free for the next lap (`p + capacity`); on a slot target `p` is first moved into the
+    /// targeted slot's lap position unless bit 2 is set (a stamp of another slot).
+    pub const STAMP: u8 = 5;
     /// An owner word: arg picks vacant, ours, ours detached, dead, dead detached, our pid
     /// with another start time, or a pid beyond `i32::MAX`.
     pub const OWNER: u8 = 6;
-    /// A state word of the targeted slot: free, full or free-next-lap for a position near
-    /// the head or tail; arg picks which.
-    pub const SLOT_STATE: u8 = 7;
+    /// The current value with bit `arg % 64` flipped.
+    pub const FLIP: u8 = 7;
 }
 
-/// Start positions: zero, before the 32-bit wrap, before the 48-bit wrap of the positions
-/// recorded in claims, and near the largest start the channel accepts.
+/// Start positions: zero, around the 32-bit and 48-bit wraps, and near the largest start
+/// the channel accepts (positions are 62-bit).
 pub const START_POSITIONS: [u64; 4] = [0, (1 << 32) - 3, (1 << 48) - 5, (1 << 61) - 9];
 
 /// Handle slots per role.
 const HANDLES: usize = 4;
 
+/// Spare clones per role kept by model mode (more than [`LANES`], so lanes run out).
+const SPARES: usize = 20;
+
 /// Most operations one input runs.
 pub const MAX_MPMC_OPS: usize = 1024;
+
+/// Intent lanes per registry entry (`src/ring/mpmc.rs`: one line, after the owner word).
+pub const LANES: u64 = layout::LINE / 8 - 1;
+
+/// How long a hostile pause lasts: past the 1 ms a handle lets a claim stay stuck before it
+/// looks its holder up in the registry.
+pub const PAUSE: Duration = Duration::from_micros(1100);
+
+/// Most pauses one hostile input takes.
+const MAX_PAUSES: u32 = 3;
 
 /// Counters of what `mpmc_ops` inputs reached.
 #[derive(Debug, Default)]
@@ -152,16 +180,30 @@ pub struct MpmcStats {
     /// Attaches after some entry had been detached.
     pub reattached: u64,
     pub clones: u64,
+    /// Model: clones made while every intent lane of their entry was in use (they share one).
+    pub shared_lanes: u64,
     /// Blocking `send`/`recv` calls (made only when the model says they return at once).
     pub blocking: u64,
     pub hostile_inputs: u64,
     pub pokes: u64,
     /// Forged crashed endpoints.
     pub crashes: u64,
+    /// Forged crashes made while every peer write so far was one a correct peer could make
+    /// (so the stronger checks applied to what followed).
+    pub realistic_crashes: u64,
     /// Handles that reported `Corrupted`.
     pub corrupted: u64,
     /// Sends or receives during which `lost_messages` grew (a dead claim was resolved).
     pub lost_resolved: u64,
+    /// Receives during which `lost_writes` grew (a dead sender's claim was skipped).
+    pub lost_writes_skipped: u64,
+    /// Sends during which `lost_reads` grew (a dead receiver's slot was freed).
+    pub lost_reads_freed: u64,
+    /// Attaches during which `lost_messages` grew (a dead entry's claims were resolved
+    /// before it was taken over).
+    pub resolved_on_attach: u64,
+    /// Hostile pauses taken.
+    pub pauses: u64,
     /// Segments opened again in hostile mode.
     pub reopened: u64,
 }
@@ -178,12 +220,18 @@ impl MpmcStats {
         self.too_many += o.too_many;
         self.reattached += o.reattached;
         self.clones += o.clones;
+        self.shared_lanes += o.shared_lanes;
         self.blocking += o.blocking;
         self.hostile_inputs += o.hostile_inputs;
         self.pokes += o.pokes;
         self.crashes += o.crashes;
+        self.realistic_crashes += o.realistic_crashes;
         self.corrupted += o.corrupted;
         self.lost_resolved += o.lost_resolved;
+        self.lost_writes_skipped += o.lost_writes_skipped;
+        self.lost_reads_freed += o.lost_reads_freed;
+        self.resolved_on_attach += o.resolved_on_attach;
+        self.pauses += o.pauses;
         self.reopened += o.reopened;
     }
 }
@@ -214,40 +262,103 @@ pub fn mpmc_ops(data: &[u8]) -> MpmcStats {
 // Model mode
 // ------------------------------------------------------------------------------------------
 
-/// A handle and the registry entry it shares with its clones.
+/// A handle, the registry entry it shares with its clones, and the intent lane it claims
+/// through (numbered by the model; the library may number them differently).
 struct Held<H> {
     handle: H,
     entry: usize,
+    lane: usize,
 }
 
-/// One role's registry as the model sees it: clone counts of the entries held.
+/// A registry entry held by handles: how many, and how many use each intent lane.
+#[derive(Default)]
+struct Entry {
+    handles: usize,
+    lane_users: [usize; LANES as usize],
+}
+
+/// One role's registry as the model sees it: the entries held.
 #[derive(Default)]
 struct Entries {
-    refs: HashMap<usize, usize>,
+    held: HashMap<usize, Entry>,
     ever: bool,
     detached: u64,
 }
 
 impl Entries {
     fn held(&self) -> u64 {
-        self.refs.len() as u64
+        self.held.len() as u64
     }
 
     /// Whether this role counts as gone for the other side.
     fn gone(&self) -> bool {
-        self.ever && self.refs.is_empty()
+        self.ever && self.held.is_empty()
     }
 
-    fn add_ref(&mut self, entry: usize) {
-        *self.refs.entry(entry).or_default() += 1;
+    /// A new handle on `entry`: a lane of its own while the entry has one free, else the lane
+    /// `share` of the handle it was cloned from. Returns the lane and whether it is shared.
+    fn add_handle(&mut self, entry: usize, share: usize) -> (usize, bool) {
+        let e = self.held.entry(entry).or_default();
+        e.handles += 1;
+        let free = e.lane_users.iter().position(|&n| n == 0);
+        let lane = free.unwrap_or(share);
+        e.lane_users[lane] += 1;
+        (lane, free.is_none())
     }
 
-    fn release(&mut self, entry: usize) {
-        let n = self.refs.get_mut(&entry).expect("a held entry");
-        *n -= 1;
-        if *n == 0 {
-            self.refs.remove(&entry);
+    fn release(&mut self, entry: usize, lane: usize) {
+        let e = self.held.get_mut(&entry).expect("a held entry");
+        e.handles -= 1;
+        e.lane_users[lane] -= 1;
+        if e.handles == 0 {
+            self.held.remove(&entry);
             self.detached += 1;
+        }
+    }
+
+    /// A handle goes away (its entry detaches with its last handle).
+    fn drop_held<H>(&mut self, held: Held<H>) {
+        let (entry, lane) = (held.entry, held.lane);
+        drop(held.handle);
+        self.release(entry, lane);
+    }
+
+    /// A clone of `src`, modelled: same entry, a lane as [`add_handle`](Self::add_handle)
+    /// gives it.
+    fn clone_of<H: Clone>(&mut self, src: &Held<H>, stats: &mut MpmcStats) -> Held<H> {
+        let handle = src.handle.clone();
+        let (lane, shared) = self.add_handle(src.entry, src.lane);
+        stats.clones += 1;
+        stats.shared_lanes += u64::from(shared);
+        Held { handle, entry: src.entry, lane }
+    }
+
+    /// A clone into slot `j` (dropping what was there after the clone exists, so a shared
+    /// entry stays held); onto its own slot, the clone goes onto the spare `pile` (the oldest
+    /// spare dropped beyond [`SPARES`]) and the slot swaps its handle with the oldest spare,
+    /// so that piles of clones of one entry outnumber its lanes and take turns on them.
+    fn clone_into<H: Clone>(
+        &mut self,
+        slots: &mut [Option<Held<H>>; HANDLES],
+        pile: &mut VecDeque<Held<H>>,
+        (h, j): (usize, usize),
+        stats: &mut MpmcStats,
+    ) {
+        let Some(src) = slots[h].as_ref() else { return };
+        let clone = self.clone_of(src, stats);
+        if h != j {
+            if let Some(old) = slots[j].replace(clone) {
+                self.drop_held(old);
+            }
+            return;
+        }
+        pile.push_back(clone);
+        if pile.len() > SPARES {
+            let oldest = pile.pop_front().expect("a pile beyond SPARES");
+            self.drop_held(oldest);
+        }
+        if let (Some(slot), Some(spare)) = (slots[h].as_mut(), pile.front_mut()) {
+            std::mem::swap(slot, spare);
         }
     }
 }
@@ -362,6 +473,8 @@ fn modelled(input: &mut Input<'_>, opts: &Options, capacity: usize, max: u64) ->
     };
     let mut txs: [Option<Held<Sender<u64>>>; HANDLES] = Default::default();
     let mut rxs: [Option<Held<Receiver<u64>>>; HANDLES] = Default::default();
+    let mut spare_txs: VecDeque<Held<Sender<u64>>> = VecDeque::new();
+    let mut spare_rxs: VecDeque<Held<Receiver<u64>>> = VecDeque::new();
 
     for _ in 0..MAX_MPMC_OPS {
         let Some(b) = input.u8() else { break };
@@ -471,7 +584,7 @@ fn modelled(input: &mut Input<'_>, opts: &Options, capacity: usize, max: u64) ->
             }
             op::ATTACH_SENDER => {
                 if let Some(old) = txs[h].take() {
-                    m.tx.release(old.entry);
+                    m.tx.drop_held(old);
                 }
                 let want_ok = m.tx.held() < max;
                 stats.reattached += u64::from(want_ok && m.tx.detached > 0);
@@ -479,9 +592,9 @@ fn modelled(input: &mut Input<'_>, opts: &Options, capacity: usize, max: u64) ->
                     Ok(handle) => {
                         assert!(want_ok, "attached a sender beyond {max} entries");
                         let entry = m.new_entry();
-                        m.tx.add_ref(entry);
+                        let (lane, _) = m.tx.add_handle(entry, 0);
                         m.tx.ever = true;
-                        txs[h] = Some(Held { handle, entry });
+                        txs[h] = Some(Held { handle, entry, lane });
                     }
                     Err(OpenError::TooManyEndpoints { max: got }) => {
                         assert!(!want_ok, "TooManyEndpoints with {} of {max} held", m.tx.held());
@@ -494,7 +607,7 @@ fn modelled(input: &mut Input<'_>, opts: &Options, capacity: usize, max: u64) ->
             }
             op::ATTACH_RECEIVER => {
                 if let Some(old) = rxs[h].take() {
-                    m.rx.release(old.entry);
+                    m.rx.drop_held(old);
                 }
                 let want_ok = m.rx.held() < max;
                 stats.reattached += u64::from(want_ok && m.rx.detached > 0);
@@ -502,9 +615,9 @@ fn modelled(input: &mut Input<'_>, opts: &Options, capacity: usize, max: u64) ->
                     Ok(handle) => {
                         assert!(want_ok, "attached a receiver beyond {max} entries");
                         let entry = m.new_entry();
-                        m.rx.add_ref(entry);
+                        let (lane, _) = m.rx.add_handle(entry, 0);
                         m.rx.ever = true;
-                        rxs[h] = Some(Held { handle, entry });
+                        rxs[h] = Some(Held { handle, entry, lane });
                     }
                     Err(OpenError::TooManyEndpoints { max: got }) => {
                         assert!(!want_ok, "TooManyEndpoints with {} of {max} held", m.rx.held());
@@ -516,41 +629,22 @@ fn modelled(input: &mut Input<'_>, opts: &Options, capacity: usize, max: u64) ->
                 continue;
             }
             op::CLONE_SENDER => {
-                let Some(src) = txs[h].as_ref() else { continue };
-                let (handle, entry) = (src.handle.clone(), src.entry);
-                m.tx.add_ref(entry);
-                // The replaced handle goes after the clone exists: a shared entry stays held.
-                if let Some(old) = txs[j].replace(Held { handle, entry }) {
-                    let old_entry = old.entry;
-                    drop(old);
-                    m.tx.release(old_entry);
-                }
-                stats.clones += 1;
+                m.tx.clone_into(&mut txs, &mut spare_txs, (h, j), &mut stats);
                 continue;
             }
             op::CLONE_RECEIVER => {
-                let Some(src) = rxs[h].as_ref() else { continue };
-                let (handle, entry) = (src.handle.clone(), src.entry);
-                m.rx.add_ref(entry);
-                if let Some(old) = rxs[j].replace(Held { handle, entry }) {
-                    let old_entry = old.entry;
-                    drop(old);
-                    m.rx.release(old_entry);
-                }
-                stats.clones += 1;
+                m.rx.clone_into(&mut rxs, &mut spare_rxs, (h, j), &mut stats);
                 continue;
             }
             op::DROP_SENDER => {
                 if let Some(old) = txs[h].take() {
-                    drop(old.handle);
-                    m.tx.release(old.entry);
+                    m.tx.drop_held(old);
                 }
                 continue;
             }
             op::DROP_RECEIVER => {
                 if let Some(old) = rxs[h].take() {
-                    drop(old.handle);
-                    m.rx.release(old.entry);
+                    m.rx.drop_held(old);
                 }
                 continue;
             }
@@ -599,14 +693,14 @@ fn modelled(input: &mut Input<'_>, opts: &Options, capacity: usize, max: u64) ->
     }
 
     // Whatever the model still holds comes out, in order, through any receiver.
-    if rxs.iter().all(Option::is_none) && m.rx.held() < max {
+    if rxs.iter().all(Option::is_none) && spare_rxs.is_empty() && m.rx.held() < max {
         let handle = chan.receiver().expect("a free receiver entry attaches");
         let entry = m.new_entry();
-        m.rx.add_ref(entry);
+        let (lane, _) = m.rx.add_handle(entry, 0);
         m.rx.ever = true;
-        rxs[0] = Some(Held { handle, entry });
+        rxs[0] = Some(Held { handle, entry, lane });
     }
-    if let Some(rx) = rxs.iter_mut().flatten().next() {
+    if let Some(rx) = rxs.iter_mut().flatten().chain(&mut spare_rxs).next() {
         let mut rest = Vec::new();
         while let Ok(v) = rx.handle.try_recv() {
             rest.push(v);
@@ -626,13 +720,32 @@ fn modelled(input: &mut Input<'_>, opts: &Options, capacity: usize, max: u64) ->
 
 /// Byte offsets of the control block's words (see `src/ring/mpmc.rs`).
 const CONTROL: u64 = layout::CONTROL_OFFSET;
+const LOST_WRITES_AT: u64 = CONTROL;
+const LOST_READS_AT: u64 = CONTROL + 8;
+const SENDERS_EVER_AT: u64 = CONTROL + 20;
+const RECEIVERS_EVER_AT: u64 = CONTROL + 24;
+const SENDERS_ATTACHED_AT: u64 = CONTROL + 28;
+const RECEIVERS_ATTACHED_AT: u64 = CONTROL + 32;
+const TAIL_AT: u64 = CONTROL + layout::LINE;
+const HEAD_AT: u64 = CONTROL + 2 * layout::LINE;
+/// The registry: `2 * max_endpoints` lines (senders, then receivers), each an owner word and
+/// [`LANES`] intent words.
 const REGISTRY: u64 = CONTROL + 5 * layout::LINE;
-const CLAIM: u64 = 1 << 63;
-const READING: u64 = 1 << 62;
-const POS_MASK: u64 = (1 << 48) - 1;
+
+/// An intent word naming no position.
+pub const IDLE: u64 = u64::MAX;
+/// The stamp bit of a slot whose sender died holding it.
+pub const LOST: u64 = 1 << 63;
+/// Positions stay below this.
+const MAX_POSITION: u64 = 1 << 62;
 
 /// An owner word that no live process holds: a pid beyond any `pid_max`.
 const DEAD_OWNER: u64 = 0x0000_0001_3fff_fff0;
+/// An owner word with a pid beyond `i32::MAX` (no process has it).
+const BEYOND_PID_RANGE: u64 = 0x0000_0000_8000_0001;
+/// XORed into our own owner word: our pid with another start time (a process that died and
+/// whose pid was reused by us).
+const OTHER_START: u64 = 1 << 40;
 
 /// This process's owner word, as the registry records it (pid and the low 31 bits of its
 /// start time from `/proc/self/stat`).
@@ -644,8 +757,47 @@ fn my_owner_word() -> u64 {
     endpoint::attached(std::process::id(), start)
 }
 
-fn claim_word(index: u64, position: u64, reading: bool) -> u64 {
-    CLAIM | if reading { READING } else { 0 } | (index & 0x3fff) << 48 | (position & POS_MASK)
+/// What the peer's writes so far allow the harness to check.
+struct Ledger {
+    /// Every peer write so far is one a correct peer that may crash could make: no raw or
+    /// forged word, only crashes at the tail or head as the claim protocol leaves them, in
+    /// entries held by nobody else.
+    realistic: bool,
+    /// A forged crash left a claim to a dead endpoint (only then may messages be lost).
+    dead_claims: bool,
+    /// While realistic: the values sent (or published by a forged sender), not received yet,
+    /// in position order. A crashed receiver may have taken some: they never arrive.
+    pending: VecDeque<u64>,
+}
+
+impl Ledger {
+    fn sent(&mut self, values: impl IntoIterator<Item = u64>) {
+        if self.realistic {
+            self.pending.extend(values);
+        }
+    }
+
+    fn received(&mut self, v: u64) {
+        if !self.realistic {
+            return;
+        }
+        while let Some(next) = self.pending.pop_front() {
+            if next == v {
+                return;
+            }
+        }
+        panic!("received {v}: never sent, already received, or out of order");
+    }
+
+    /// Checks what must hold while the peer behaved.
+    fn check(&self, chan: &Channel<u64>, corrupted: bool, what: &str) {
+        if self.realistic {
+            assert!(!corrupted, "{what} reported Corrupted, though every peer write was correct");
+            if !self.dead_claims {
+                assert_eq!(chan.lost_messages(), 0, "{what}: lost messages without a dead claim");
+            }
+        }
+    }
 }
 
 /// The segment file as the peer sees it.
@@ -653,6 +805,8 @@ struct Peer {
     file: std::fs::File,
     slots_offset: u64,
     stride: u64,
+    /// Offset of the payload in a slot.
+    payload: u64,
     capacity: u64,
     max: u64,
     me: u64,
@@ -665,6 +819,12 @@ impl Peer {
         u64::from_le_bytes(b)
     }
 
+    fn read_u32(&self, offset: u64) -> u32 {
+        let mut b = [0u8; 4];
+        self.file.read_exact_at(&mut b, offset).expect("pread the segment");
+        u32::from_le_bytes(b)
+    }
+
     fn write(&self, offset: u64, value: u64, width: usize) {
         self.file.write_all_at(&value.to_le_bytes()[..width], offset).expect("pwrite the segment");
     }
@@ -674,52 +834,90 @@ impl Peer {
     }
 
     fn tail(&self) -> u64 {
-        self.read(CONTROL + layout::LINE)
+        self.read(TAIL_AT)
     }
 
     fn head(&self) -> u64 {
-        self.read(CONTROL + 2 * layout::LINE)
+        self.read(HEAD_AT)
+    }
+
+    /// `lost_writes` and `lost_reads`.
+    fn lost(&self) -> (u64, u64) {
+        (self.read(LOST_WRITES_AT), self.read(LOST_READS_AT))
+    }
+
+    /// Offset of word `word` (0: owner, 1..=LANES: lanes) of registry entry `entry` of a role.
+    fn registry(&self, receiver: bool, entry: u64, word: u64) -> u64 {
+        let line = entry + if receiver { self.max } else { 0 };
+        REGISTRY + line * layout::LINE + 8 * word
+    }
+
+    /// Offset of intent lane `lane` (0-based) of an entry.
+    fn lane(&self, receiver: bool, entry: u64, lane: u64) -> u64 {
+        self.registry(receiver, entry, 1 + lane)
+    }
+
+    /// Whether `word` is one of the owner words of dead processes the peer forges.
+    fn dead(&self, word: u64) -> bool {
+        word == DEAD_OWNER || word == BEYOND_PID_RANGE || word == self.me ^ OTHER_START
     }
 
     /// Offset and width of a poke target.
     fn target(&self, t: u8, index: u8) -> (u64, usize) {
         let i = u64::from(index);
         match t % 16 {
-            target::LOST_WRITES => (CONTROL, 8),
-            target::LOST_READS => (CONTROL + 8, 8),
+            target::LOST_WRITES => (LOST_WRITES_AT, 8),
+            target::LOST_READS => (LOST_READS_AT, 8),
             target::POISONED => (CONTROL + 16, 4),
-            target::SENDERS_EVER => (CONTROL + 20, 4),
-            target::RECEIVERS_EVER => (CONTROL + 24, 4),
-            target::SENDERS_ATTACHED => (CONTROL + 28, 4),
-            target::RECEIVERS_ATTACHED => (CONTROL + 32, 4),
-            target::TAIL => (CONTROL + layout::LINE, 8),
-            target::HEAD => (CONTROL + 2 * layout::LINE, 8),
+            target::SENDERS_EVER => (SENDERS_EVER_AT, 4),
+            target::RECEIVERS_EVER => (RECEIVERS_EVER_AT, 4),
+            target::SENDERS_ATTACHED => (SENDERS_ATTACHED_AT, 4),
+            target::RECEIVERS_ATTACHED => (RECEIVERS_ATTACHED_AT, 4),
+            target::TAIL => (TAIL_AT, 8),
+            target::HEAD => (HEAD_AT, 8),
             target::NOT_EMPTY => (CONTROL + 3 * layout::LINE + 4 * (i & 1), 4),
             target::NOT_FULL => (CONTROL + 4 * layout::LINE + 4 * (i & 1), 4),
-            target::REGISTRY => (REGISTRY + 8 * (i % (2 * self.max)), 8),
+            target::REGISTRY => {
+                let line = (i >> 4) % (2 * self.max);
+                (REGISTRY + line * layout::LINE + 8 * (i & 15), 8)
+            }
             _ => (self.slot(i), 8),
         }
     }
 
-    /// A forged value for the word at `at` (a slot's state word when `slot` is `Some`).
+    /// A forged value for the word at `at` (a slot's stamp when `slot` is `Some`).
     fn forge(&self, input: &mut Input<'_>, at: u64, slot: Option<u64>) -> u64 {
-        let k = input.byte();
+        let k = input.byte() % 8;
         let arg = input.byte();
         let delta = i64::from(arg as i8);
-        match k % 8 {
+        // A position near the tail or the head.
+        let near = || {
+            let base = if arg & 1 == 0 { self.tail() } else { self.head() };
+            base.wrapping_add_signed(delta >> 1)
+        };
+        match k {
             kind::RAW => input.u64(),
             kind::NUDGE => self.read(at).wrapping_add_signed(delta),
             kind::TAIL_REL => self.tail().wrapping_add_signed(delta),
             kind::HEAD_REL => self.head().wrapping_add_signed(delta),
-            kind::WRITING | kind::READING => {
-                let index = u64::from(input.byte()) % (self.max + 2);
-                let base = if arg & 1 == 0 { self.tail() } else { self.head() };
-                let mut position = base.wrapping_add_signed(delta >> 1);
-                if let Some(s) = slot {
-                    // Keep the claim consistent with its slot, as a real peer's would be.
-                    position = (position & !(self.capacity - 1)) | s;
+            kind::INTENT => match input.byte() % 4 {
+                0 => IDLE,
+                1 => near(),
+                2 => near().wrapping_add((delta >> 1).wrapping_mul(self.capacity as i64) as u64),
+                _ => near() | MAX_POSITION,
+            },
+            kind::STAMP => {
+                let how = input.byte();
+                let mut p = near();
+                if let Some(s) = slot.filter(|_| how & 4 == 0) {
+                    p = (p & !(self.capacity - 1)) | s;
                 }
-                claim_word(index, position, k % 8 == kind::READING)
+                match how % 4 {
+                    0 => p,
+                    1 => p.wrapping_add(1),
+                    2 => LOST | p,
+                    _ => p.wrapping_add(self.capacity),
+                }
             }
             kind::OWNER => match arg % 7 {
                 0 => endpoint::VACANT,
@@ -727,23 +925,123 @@ impl Peer {
                 2 => self.me | endpoint::DETACHED,
                 3 => DEAD_OWNER,
                 4 => DEAD_OWNER | endpoint::DETACHED,
-                5 => self.me ^ (1 << 40),
-                _ => 0x0000_0000_8000_0001,
+                5 => self.me ^ OTHER_START,
+                _ => BEYOND_PID_RANGE,
             },
-            kind::SLOT_STATE => {
-                let base = if arg & 1 == 0 { self.tail() } else { self.head() };
-                let mut position = base.wrapping_add_signed(delta >> 3);
-                if let Some(s) = slot {
-                    position = (position & !(self.capacity - 1)) | s;
-                }
-                match (arg >> 1) % 3 {
-                    0 => position,
-                    1 => position.wrapping_add(1),
-                    _ => position.wrapping_add(self.capacity),
-                }
-            }
+            kind::FLIP => self.read(at) ^ (1 << (arg % 64)),
             _ => unreachable!("kinds are 0..8"),
         }
+    }
+
+    /// Forges the state a sender (bit 0 of `a` clear) or a receiver leaves when it dies
+    /// holding a claim on the position `p` at the tail (head):
+    /// - `a` bits 1-2, the owner of its entry: dead (a pid beyond `pid_max`, a pid beyond
+    ///   `i32::MAX`, our pid with another start time), or left as it is (a live owner's handle
+    ///   stalled mid-claim, or another handle of a dead one). A vacant or detached entry taken
+    ///   by a dead process is attached as it would have been: owner word, idle lanes, the
+    ///   role's attach counters;
+    /// - `a` bits 3-6, its lane (mod 15), which is set to `p`;
+    /// - `a` bit 7: it died before its claiming CAS (only the intent is left); else the
+    ///   tail (head) moves past `p` and the stamp is left by `b` bits 4-5: for a sender free
+    ///   `p` (claimed, unpublished), published (`p + 1`, with a fresh value as payload), lost
+    ///   (`LOST | p`: already resolved by someone), or untouched; for a receiver full
+    ///   (claimed; `p + 1` unless the slot is lost already), freed (`p + capacity`), lost, or
+    ///   untouched;
+    /// - `b` bits 0-3, its entry (mod `max_endpoints`); `b` bit 6: the last lane of the next
+    ///   entry names `p` too (a handle that lost the race for `p`).
+    ///
+    /// Updates what the ledger may still check. Returns whether the claim's owner is dead.
+    fn crash(&self, a: u8, b: u8, ledger: &mut Ledger, next: &mut u64) -> bool {
+        let receiver = a & 1 != 0;
+        let entry = u64::from(b & 15) % self.max;
+        let lane = u64::from(a >> 3 & 15) % LANES;
+        let owner_at = self.registry(receiver, entry, 0);
+        let current = self.read(owner_at);
+        let held = current != endpoint::VACANT && !endpoint::is_detached(current);
+        let dead_word = match a >> 1 & 3 {
+            0 => Some(DEAD_OWNER),
+            1 => Some(BEYOND_PID_RANGE),
+            2 => Some(self.me ^ OTHER_START),
+            _ => None,
+        };
+        match dead_word {
+            // Another handle of the same dead process.
+            Some(_) if self.dead(current) => {}
+            // A live (or unknown) owner declared dead: no correct peer does that.
+            Some(word) if held => {
+                ledger.realistic = false;
+                self.write(owner_at, word, 8);
+            }
+            Some(word) => {
+                self.write(owner_at, word, 8);
+                for l in 0..LANES {
+                    self.write(self.lane(receiver, entry, l), IDLE, 8);
+                }
+                let (ever, attached) = if receiver {
+                    (RECEIVERS_EVER_AT, RECEIVERS_ATTACHED_AT)
+                } else {
+                    (SENDERS_EVER_AT, SENDERS_ATTACHED_AT)
+                };
+                self.write(ever, 1, 4);
+                self.write(attached, u64::from(self.read_u32(attached).wrapping_add(1)), 4);
+            }
+            // A claim by whoever holds the entry, stalled: realistic for a dead owner, and for
+            // ours in a lane none of our handles uses (at most HANDLES per entry here, which
+            // take the lowest free lanes). A vacant or detached entry claims nothing.
+            None => {
+                let stalled = lane >= HANDLES as u64 && current == self.me;
+                ledger.realistic &= held && (self.dead(current) || stalled);
+            }
+        }
+        let dead = self.dead(self.read(owner_at));
+        ledger.dead_claims |= dead;
+
+        let position_at = if receiver { HEAD_AT } else { TAIL_AT };
+        let p = self.read(position_at);
+        self.write(self.lane(receiver, entry, lane), p, 8);
+        if b & 0x40 != 0 {
+            let other = (entry + 1) % self.max;
+            let owner = self.read(self.registry(receiver, other, 0));
+            ledger.realistic &= owner != endpoint::VACANT && !endpoint::is_detached(owner);
+            self.write(self.lane(receiver, other, LANES - 1), p, 8);
+        }
+        if a & 0x80 != 0 {
+            return dead; // It died before its CAS: nothing else changed.
+        }
+        let slot = self.slot(p);
+        let stamp = self.read(slot);
+        let full = p.wrapping_add(1);
+        self.write(position_at, full, 8);
+        ledger.realistic &= p < MAX_POSITION - 1;
+        if receiver {
+            // A receiver claims a published message or a lost slot, behind the tail.
+            let claimable = p < self.tail() && (stamp == full || stamp == LOST | p);
+            ledger.realistic &= claimable;
+            match b >> 4 & 3 {
+                0 if stamp != LOST | p => self.write(slot, full, 8),
+                1 => self.write(slot, p.wrapping_add(self.capacity), 8),
+                2 => {
+                    ledger.realistic &= stamp == LOST | p;
+                    self.write(slot, LOST | p, 8);
+                }
+                _ => {}
+            }
+        } else {
+            // A sender claims a slot free for `p`.
+            ledger.realistic &= stamp == p;
+            match b >> 4 & 3 {
+                0 => self.write(slot, p, 8),
+                1 => {
+                    *next += 1;
+                    self.write(slot + self.payload, *next, 8);
+                    self.write(slot, full, 8);
+                    ledger.sent([*next]);
+                }
+                2 => self.write(slot, LOST | p, 8),
+                _ => {}
+            }
+        }
+        dead
     }
 }
 
@@ -779,10 +1077,12 @@ fn hostile(input: &mut Input<'_>, opts: &Options, flags: u8, capacity: u64, max:
         file,
         slots_offset: h.slots_offset,
         stride: h.slot_stride,
+        payload: h.elem_align.max(8),
         capacity,
         max,
         me: my_owner_word(),
     };
+    let mut ledger = Ledger { realistic: true, dead_claims: false, pending: VecDeque::new() };
 
     let mut txs: [Option<Hostile<Sender<u64>>>; HANDLES] = Default::default();
     let mut rxs: [Option<Hostile<Receiver<u64>>>; HANDLES] = Default::default();
@@ -793,6 +1093,7 @@ fn hostile(input: &mut Input<'_>, opts: &Options, flags: u8, capacity: u64, max:
         rxs[0] = chan.receiver().ok().map(|handle| Hostile { handle, bad: Sticky::default() });
     }
     let mut next = 0u64;
+    let mut pauses = 0;
 
     for _ in 0..MAX_MPMC_OPS / 4 {
         let Some(b) = input.u8() else { break };
@@ -801,6 +1102,7 @@ fn hostile(input: &mut Input<'_>, opts: &Options, flags: u8, capacity: u64, max:
         let h = usize::from(b >> 4) & 3;
         let j = usize::from(b >> 6);
         let lost_before = chan.lost_messages();
+        let (writes_before, reads_before) = peer.lost();
         match code {
             op::SEND | op::SEND_TIMEOUT => {
                 let t = (code == op::SEND_TIMEOUT).then(|| tiny_timeout(input.byte()));
@@ -824,7 +1126,11 @@ fn hostile(input: &mut Input<'_>, opts: &Options, flags: u8, capacity: u64, max:
                 };
                 assert!(back.is_none_or(|v| v == next), "a send error hands the value back");
                 stats.sent += u64::from(sent);
+                if sent {
+                    ledger.sent([next]);
+                }
                 tx.bad.saw(corrupted, "send", &mut stats);
+                ledger.check(&chan, corrupted, "send");
             }
             op::RECV | op::RECV_TIMEOUT => {
                 let t = (code == op::RECV_TIMEOUT).then(|| tiny_timeout(input.byte()));
@@ -836,21 +1142,28 @@ fn hostile(input: &mut Input<'_>, opts: &Options, flags: u8, capacity: u64, max:
                     }
                 };
                 stats.received += u64::from(r.is_ok());
+                if let Ok(v) = r {
+                    ledger.received(v);
+                }
                 rx.bad.saw(r == Err(true), "recv", &mut stats);
+                ledger.check(&chan, r == Err(true), "recv");
             }
             op::SEND_SLICE => {
                 let k = usize::from(input.byte() % 10);
                 let Some(tx) = txs[h].as_mut() else { continue };
-                let values: Vec<u64> = (next..next + k as u64).collect();
+                let values: Vec<u64> = (next + 1..=next + k as u64).collect();
                 next += k as u64;
                 let r = tx.handle.try_send_slice(&values);
                 if let Ok(n) = r {
                     assert!(n <= k && (n > 0 || k == 0), "try_send_slice sent {n} of {k}");
                     stats.sent += n as u64;
+                    ledger.sent(values[..n].iter().copied());
                 }
+                let corrupted = r == Err(TrySendError::Corrupted(()));
                 if k > 0 {
-                    tx.bad.saw(r == Err(TrySendError::Corrupted(())), "try_send_slice", &mut stats);
+                    tx.bad.saw(corrupted, "try_send_slice", &mut stats);
                 }
+                ledger.check(&chan, corrupted, "try_send_slice");
             }
             op::RECV_INTO => {
                 let k = usize::from(input.byte() % 10);
@@ -860,10 +1173,15 @@ fn hostile(input: &mut Input<'_>, opts: &Options, flags: u8, capacity: u64, max:
                 if let Ok(n) = r {
                     assert!(n <= k && (n > 0 || k == 0), "try_recv_into got {n} into {k}");
                     stats.received += n as u64;
+                    for &v in &buf[..n] {
+                        ledger.received(v);
+                    }
                 }
+                let corrupted = r == Err(TryRecvError::Corrupted);
                 if k > 0 {
-                    rx.bad.saw(r == Err(TryRecvError::Corrupted), "try_recv_into", &mut stats);
+                    rx.bad.saw(corrupted, "try_recv_into", &mut stats);
                 }
+                ledger.check(&chan, corrupted, "try_recv_into");
             }
             op::SEND_BLOCKING => {
                 // A peer write.
@@ -872,24 +1190,13 @@ fn hostile(input: &mut Input<'_>, opts: &Options, flags: u8, capacity: u64, max:
                 let slot = (t % 16 >= target::SLOT).then(|| u64::from(index) % capacity);
                 let value = peer.forge(input, at, slot);
                 peer.write(at, value, width);
+                ledger.realistic = false;
                 stats.pokes += 1;
             }
             op::RECV_BLOCKING => {
-                // The state a crashed sender (or receiver) leaves: its owner word says dead,
-                // its claim sits at the tail (head), which it may have moved on.
-                let arg = input.byte();
-                let receiver = arg & 1 != 0;
-                let entry = u64::from(arg >> 2) % max;
-                let word = if arg & 2 != 0 { DEAD_OWNER } else { 0x0000_0000_8000_0001 };
-                let registry = REGISTRY + 8 * (entry + if receiver { max } else { 0 });
-                peer.write(registry, word, 8);
-                let position_at =
-                    if receiver { CONTROL + 2 * layout::LINE } else { CONTROL + layout::LINE };
-                let position = peer.read(position_at);
-                peer.write(peer.slot(position), claim_word(entry, position, receiver), 8);
-                if arg & 0x80 == 0 {
-                    peer.write(position_at, position.wrapping_add(1), 8);
-                }
+                let (a, b) = (input.byte(), input.byte());
+                stats.realistic_crashes += u64::from(ledger.realistic);
+                peer.crash(a, b, &mut ledger, &mut next);
                 stats.crashes += 1;
                 stats.pokes += 1;
             }
@@ -926,6 +1233,11 @@ fn hostile(input: &mut Input<'_>, opts: &Options, flags: u8, capacity: u64, max:
             op::DROP_SENDER => txs[h] = None,
             op::DROP_RECEIVER => rxs[h] = None,
             op::OBSERVE => {
+                if h == 3 && pauses < MAX_PAUSES {
+                    pauses += 1;
+                    stats.pauses += 1;
+                    std::thread::sleep(PAUSE);
+                }
                 assert!(chan.len() <= capacity as usize, "len {} beyond {capacity}", chan.len());
                 let _ = (chan.is_empty(), chan.lost_messages());
                 assert_eq!((chan.capacity() as u64, chan.max_endpoints()), (capacity, max));
@@ -945,18 +1257,21 @@ fn hostile(input: &mut Input<'_>, opts: &Options, flags: u8, capacity: u64, max:
             },
             _ => unreachable!("op codes are 0..16"),
         }
-        if matches!(
-            code,
-            op::SEND
-                | op::SEND_TIMEOUT
-                | op::RECV
-                | op::RECV_TIMEOUT
-                | op::SEND_SLICE
-                | op::RECV_INTO
-        ) && chan.lost_messages() > lost_before
-        {
-            stats.lost_resolved += 1;
+        let (writes, reads) = peer.lost();
+        let grew = chan.lost_messages() > lost_before;
+        match code {
+            op::SEND | op::SEND_TIMEOUT | op::SEND_SLICE => {
+                stats.lost_resolved += u64::from(grew);
+                stats.lost_reads_freed += u64::from(reads > reads_before);
+            }
+            op::RECV | op::RECV_TIMEOUT | op::RECV_INTO => {
+                stats.lost_resolved += u64::from(grew);
+                stats.lost_writes_skipped += u64::from(writes > writes_before);
+            }
+            op::ATTACH_SENDER | op::ATTACH_RECEIVER => stats.resolved_on_attach += u64::from(grew),
+            _ => {}
         }
+        ledger.check(&chan, false, "an operation");
     }
     stats
 }

@@ -9,48 +9,55 @@
 //!    256  line: head u64 (next position a receiver claims)
 //!    384  line: not_empty: Waiters (receivers sleep here)
 //!    512  line: not_full:  Waiters (senders sleep here)
-//!    640  registry: senders[max_endpoints] u64 owner words, then receivers[max_endpoints],
-//!               padded to a line (max_endpoints is the header's `extra`)
-//!  slots  [state u64][payload T], as in the SPSC ring
+//!    640  registry: senders[max_endpoints], then receivers[max_endpoints], one line each:
+//!               owner u64, then LANES intent words (max_endpoints is the header's `extra`)
+//!  slots  [stamp u64][payload T], as in the SPSC ring
 //! ```
 //!
-//! # Slot states
-//! Vyukov's bounded queue keeps a sequence word per slot; this one also records *who* holds a
-//! claimed slot, so that a claim left by a dead process can be resolved. For the slot of
-//! position `p` (slot index `p & mask`, capacity at least 2):
+//! # Claims
+//! Vyukov's bounded queue, as `crossbeam_queue::ArrayQueue` has it: a sender claims position
+//! `p` with one CAS of `tail` from `p` to `p + 1`, having seen the slot free for `p`; it then
+//! copies the payload and stores the stamp "full" (Release). A receiver claims with one CAS of
+//! `head`, having seen the slot full for `p`, copies the payload out and stores "free for
+//! `p + capacity`". For the slot of position `p` (index `p & mask`, capacity at least 2):
 //!
-//! | state word | meaning |
+//! | stamp | meaning |
 //! |---|---|
-//! | `p` | free: a sender may claim `p` |
-//! | `CLAIM \| index << 48 \| p mod 2^48` | claimed for writing by sender `index` |
+//! | `p` | free: the sender that moves `tail` past `p` writes it |
 //! | `p + 1` | full: the message for `p` is published |
-//! | `CLAIM \| READING \| index << 48 \| p mod 2^48` | claimed for reading by receiver `index` |
+//! | `LOST \| p` | lost: `p` was claimed by a sender that died; receivers skip it |
 //! | `p + capacity` | free again, for position `p + capacity` |
 //!
-//! A sender claims with a CAS on the slot (free → writing), then moves `tail` on (any sender
-//! that sees the claim helps, so a sender dying between the two cannot stall `tail`), copies
-//! the payload, and stores full (Release). Receivers do the same with `head` (full → reading →
-//! free for the next lap). Positions are 63-bit counters (they never wrap: 2^63 messages take
-//! three centuries at a billion per second); `tail`/`head` only move past a position whose
-//! slot shows it claimed.
+//! Positions are 62-bit counters (they never wrap: 2^62 messages take a century at a billion
+//! per second).
 //!
-//! While messages stream, a sender claims with one CAS that expects the slot free for this lap
-//! (`push_fast`), instead of reading the state first and then claiming: one read-for-ownership
-//! of the slot's line instead of a shared read and an upgrade (receivers likewise with
-//! `pop_fast`). After a Full (Empty) the handle goes back to reading first, so a waiting side
-//! never takes the line from the side it waits for.
+//! # Who holds a claim
+//! A claim is a move of `tail` or `head`; the slot does not say who made it. So before each
+//! claiming CAS an endpoint writes the position into its *intent* word (one per handle, a lane
+//! of its registry entry's line, written only by that handle), and clears it when the CAS
+//! fails. A handle finishes one claim before it starts the next, so whoever completed the CAS
+//! for `p` and has not yet stored the stamp still has `p` in its lane; a stale intent names a
+//! position that is finished or that someone else claimed. An endpoint that finds the slot of
+//! `p` stuck (a sender's claim unpublished, or a receiver's not yet freed, with `tail`/`head`
+//! past `p`) looks for the lanes holding `p` ([`Holder`]): if one of them belongs to a live
+//! process it waits; if all of them belong to processes confirmed dead (pid + start time), the
+//! claimer is among them, and the slot is resolved:
+//! - a sender died between its claim and its publish: the stamp becomes `LOST | p` (counted in
+//!   `lost_writes`), and the receiver at `head` claims and frees it like a message, delivering
+//!   nothing;
+//! - a receiver died between its claim and its free: the slot is freed for the next lap (the
+//!   message it was copying is counted in `lost_reads`).
 //!
-//! # A dead claimer
-//! A receiver stuck at a slot claimed for writing by a sender whose process is confirmed dead
-//! (pid + start time, through the endpoint registry) frees the slot for the next lap: that one
-//! message is lost and counted in `lost_writes`. A sender stuck at a slot claimed for reading
-//! by a dead receiver frees it the same way (`lost_reads`). A live but slow claimer is never
-//! skipped: liveness is the only trigger. Before a process takes over a dead endpoint's
-//! registry index it resolves the index's leftover claims, so a claim never outlives the
-//! process it names.
+//! A live but slow claimer is never skipped: a confirmed death is the only trigger. The intent
+//! store needs no fence of its own: it precedes the claiming CAS (Release), and whoever finds
+//! `tail`/`head` past `p` loaded it with Acquire, so it sees the intent or a later one, and a
+//! later one is only written after the stamp store, which its re-read of the slot then sees.
+//! Before a process takes over a dead endpoint's registry entry it resolves the claims its
+//! lanes name ([`Ring::resolve_write`], [`Ring::resolve_read`]), so no claim outlives the
+//! process that made it unseen.
 //!
 //! # Untrusted peers
-//! Every state word is decoded against the slot index and the caller's position; anything a
+//! Every stamp is decoded against the slot index and the caller's position; anything a
 //! correct peer cannot produce is corruption. Loops retry only when another claimer moved a
 //! position, and give up after [`MAX_RETRIES`] (a peer rewriting positions cannot keep us
 //! here).
@@ -59,16 +66,18 @@ use crate::layout::{self, Flavor, Geometry, LINE, Line, Waiters};
 use crate::ring::SlotMemory;
 use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-/// Most endpoints of each role a segment can register (the index must fit in 14 bits).
+/// Most endpoints of each role a segment can register.
 pub(crate) const MAX_ENDPOINTS: u64 = 1 << 14;
 /// How often a push or pop retries after losing a race before it reports Full/Empty.
 pub(crate) const MAX_RETRIES: u32 = 1 << 12;
+/// Intent words per registry entry: how many handles of one entry (a handle and its clones)
+/// can claim at the same time; more clones share lanes, taking turns.
+pub(crate) const LANES: u64 = LINE / 8 - 1;
+/// An intent word naming no position.
+pub(crate) const IDLE: u64 = u64::MAX;
 
-const CLAIM: u64 = 1 << 63;
-const READING: u64 = 1 << 62;
-const INDEX_SHIFT: u32 = 48;
-const INDEX_MASK: u64 = MAX_ENDPOINTS - 1;
-const POS_MASK: u64 = (1 << 48) - 1;
+/// The stamp bit of a lost slot.
+const LOST: u64 = 1 << 63;
 /// Positions stay below this; a larger one read from the segment is corruption.
 pub(crate) const MAX_POSITION: u64 = 1 << 62;
 
@@ -133,8 +142,7 @@ impl MpmcControl {
 
 /// Bytes of control block (fixed part and registry) for `max_endpoints` of each role.
 pub(crate) fn control_len(max_endpoints: u64) -> u64 {
-    let registry = 2 * max_endpoints * 8;
-    REGISTRY_OFFSET + registry.div_ceil(LINE) * LINE
+    REGISTRY_OFFSET + 2 * max_endpoints * LINE
 }
 
 /// The typed MPMC ring in a segment.
@@ -172,7 +180,14 @@ impl Flavor for MpmcFlavor {
             let control = base.add(layout::CONTROL_OFFSET as usize);
             core::ptr::write(control.cast::<MpmcControl>(), MpmcControl::new(start));
             let registry = control.add(REGISTRY_OFFSET as usize).cast::<u64>();
-            core::ptr::write_bytes(registry, 0, (2 * g.extra) as usize);
+            let words_per_entry = (LINE / 8) as usize;
+            for entry in 0..(2 * g.extra) as usize {
+                let line = registry.add(entry * words_per_entry);
+                line.write(crate::layout::endpoint::VACANT);
+                for lane in 1..words_per_entry {
+                    line.add(lane).write(IDLE);
+                }
+            }
         }
         for k in 0..g.capacity {
             let position = start + k;
@@ -186,77 +201,51 @@ impl Flavor for MpmcFlavor {
     }
 }
 
-/// A decoded slot state.
+/// A decoded stamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
+enum Stamp {
     Free(u64),
     Full(u64),
-    Writing { index: u16, pos48: u64 },
-    Reading { index: u16, pos48: u64 },
+    Lost(u64),
     Invalid,
 }
 
-fn writing(index: u16, position: u64) -> u64 {
-    CLAIM | (u64::from(index) << INDEX_SHIFT) | (position & POS_MASK)
-}
-
-fn reading(index: u16, position: u64) -> u64 {
-    writing(index, position) | READING
-}
-
-fn decode(word: u64, slot: u64, mask: u64) -> State {
-    if word & CLAIM != 0 {
-        let pos48 = word & POS_MASK;
-        if pos48 & mask != slot & mask & POS_MASK {
-            return State::Invalid;
-        }
-        let index = ((word >> INDEX_SHIFT) & INDEX_MASK) as u16;
-        if word & READING != 0 {
-            State::Reading { index, pos48 }
-        } else {
-            State::Writing { index, pos48 }
-        }
-    } else if word & mask == slot {
-        State::Free(word)
-    } else if word.wrapping_sub(1) & mask == slot {
-        State::Full(word.wrapping_sub(1))
+fn decode(word: u64, index: u64, mask: u64) -> Stamp {
+    if word & LOST != 0 {
+        let p = word & !LOST;
+        return if p < MAX_POSITION && p & mask == index { Stamp::Lost(p) } else { Stamp::Invalid };
+    }
+    if word >= MAX_POSITION {
+        Stamp::Invalid
+    } else if word & mask == index {
+        Stamp::Free(word)
+    } else if word.wrapping_sub(1) & mask == index && word > 0 {
+        Stamp::Full(word - 1)
     } else {
-        State::Invalid
+        Stamp::Invalid
     }
 }
 
-/// Where a claimed position stands relative to `position`.
+/// Who holds a claim on a position, by the intent words of the registry (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Lap {
-    Same,
-    Previous,
-    Later,
-    Invalid,
+pub(crate) enum Holder {
+    /// A lane of a live endpoint names it (or the caller chose not to look yet).
+    Live,
+    /// Lanes name it, and every one belongs to a process confirmed dead.
+    Dead,
+    /// No lane names it.
+    Nobody,
 }
 
-fn lap_of_claim(pos48: u64, position: u64, capacity: u64) -> Lap {
-    let d = pos48.wrapping_sub(position) & POS_MASK;
-    if d == 0 {
-        Lap::Same
-    } else if d == (POS_MASK + 1 - capacity) & POS_MASK {
-        Lap::Previous
-    } else if d < 1 << 47 {
-        Lap::Later
-    } else {
-        Lap::Invalid
-    }
-}
-
-fn lap_of(p: u64, position: u64, capacity: u64) -> Lap {
-    if p == position {
-        Lap::Same
-    } else if p.wrapping_add(capacity) == position {
-        Lap::Previous
-    } else if p > position && p < MAX_POSITION {
-        Lap::Later
-    } else {
-        Lap::Invalid
-    }
+/// What a look at a possibly stuck claim found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resolution {
+    /// The position is not claimed-and-unfinished (published, freed, or not claimed yet).
+    NotStuck,
+    /// Its holder is live (or unknown yet): it stays as it is.
+    Held,
+    /// Its holder was dead: the slot is resolved (marked lost, or freed).
+    Resolved,
 }
 
 /// Outcome of a push.
@@ -288,323 +277,224 @@ impl Ring {
         Ring { capacity, mask: capacity - 1 }
     }
 
-    /// As [`push`](Self::push), trying first to claim the slot at `tail` with a single CAS
-    /// that assumes it is free for this lap, the usual case while messages stream: one
-    /// read-for-ownership of the slot's line instead of a shared read and then an upgrade.
-    /// Anything else (full, claimed, a dead claimer, corruption) falls back to `push`. Callers
-    /// use it while sends succeed and `push` after a `Full`, so that a sender waiting on a full
-    /// ring reads the slot instead of taking its line from the receivers.
-    pub(crate) fn push_fast<T: Copy, S: SlotMemory<T>>(
-        &self,
-        ctl: &MpmcControl,
-        slots: &S,
-        me: u16,
-        value: &T,
-        dead_receiver: impl FnMut(u16) -> bool,
-    ) -> Push {
-        // SYNC: Acquire pairs with the Release CAS that moved `tail` here.
-        let pos = ctl.tail.0.load(Ordering::Acquire);
-        if pos < MAX_POSITION {
-            let index = pos & self.mask;
-            // SYNC: Acquire on success pairs with the receiver's Release "free" store in
-            // `take`: our payload write happens-after its copy out. On failure nothing was
-            // read that is used: `push` loads everything again.
-            let claimed = slots.stamp(index).compare_exchange(
-                pos,
-                writing(me, pos),
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            );
-            if claimed.is_ok() {
-                self.publish(ctl, slots, index, pos, value);
-                return Push::Done;
-            }
-        }
-        self.push(ctl, slots, me, value, dead_receiver)
+    /// Whether `p` is the position one lap before `pos`.
+    #[inline(always)]
+    fn previous_lap(&self, p: u64, pos: u64) -> bool {
+        p.wrapping_add(self.capacity) == pos
     }
 
-    /// With the slot of `pos` claimed by this sender: moves `tail` on, writes the payload and
-    /// publishes it.
+    /// Claims the position at `tail` for the sender whose lane is `intent`, writes `value` and
+    /// publishes it. `receiver_holding(p)` says who holds a receiver's claim on `p`; it is
+    /// asked only about a slot a receiver claimed and has not freed.
     #[inline]
-    fn publish<T: Copy, S: SlotMemory<T>>(
-        &self,
-        ctl: &MpmcControl,
-        slots: &S,
-        index: u64,
-        pos: u64,
-        value: &T,
-    ) {
-        // SYNC: Release pairs with other senders' Acquire load of `tail`.
-        let _ = ctl.tail.0.compare_exchange(pos, pos + 1, Ordering::Release, Ordering::Relaxed);
-        // SAFETY: index < capacity; our claim gives us the slot until we publish.
-        unsafe { slots.write(index, value) };
-        // SYNC: Release pairs with the receiver's Acquire load (or CAS) of the state in `pop`
-        // and `pop_fast`: the payload write happens-before its copy out.
-        slots.stamp(index).store(pos + 1, Ordering::Release);
-    }
-
-    /// As [`pop`](Self::pop), trying first to claim the message at `head` with a single CAS
-    /// that assumes it is published for this lap; anything else falls back to `pop`. Callers
-    /// use it while receives succeed and `pop` after an `Empty` (see
-    /// [`push_fast`](Self::push_fast)).
-    pub(crate) fn pop_fast<T: Copy, S: SlotMemory<T>>(
-        &self,
-        ctl: &MpmcControl,
-        slots: &S,
-        me: u16,
-        dead_sender: impl FnMut(u16) -> bool,
-    ) -> Pop<T> {
-        // SYNC: Acquire pairs with the Release CAS that moved `head` here.
-        let pos = ctl.head.0.load(Ordering::Acquire);
-        if pos < MAX_POSITION {
-            let index = pos & self.mask;
-            // SYNC: Acquire on success pairs with the sender's Release "full" store in
-            // `publish`: its payload write happens-before our copy out.
-            let claimed = slots.stamp(index).compare_exchange(
-                pos + 1,
-                reading(me, pos),
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            );
-            if claimed.is_ok() {
-                return Pop::Item(self.take(ctl, slots, index, pos));
-            }
-        }
-        self.pop(ctl, slots, me, dead_sender)
-    }
-
-    /// With the message of `pos` claimed by this receiver: moves `head` on, copies the payload
-    /// out and frees the slot for the next lap.
-    #[inline]
-    fn take<T: Copy, S: SlotMemory<T>>(
-        &self,
-        ctl: &MpmcControl,
-        slots: &S,
-        index: u64,
-        pos: u64,
-    ) -> T {
-        // SYNC: Release pairs with other receivers' Acquire load of `head`.
-        let _ = ctl.head.0.compare_exchange(pos, pos + 1, Ordering::Release, Ordering::Relaxed);
-        // SAFETY: index < capacity; our claim gives us the slot until we free it.
-        let value = unsafe { slots.read(index) };
-        // SYNC: Release pairs with the sender's Acquire load or CAS of the state in `push` and
-        // `push_fast`: our copy out happens-before its next write to this slot.
-        slots.stamp(index).store(pos + self.capacity, Ordering::Release);
-        value
-    }
-
-    /// Claims the slot at `tail` for sender `me`, writes `value` and publishes it.
-    /// `dead_receiver(index)` says whether receiver `index` is confirmed dead.
     pub(crate) fn push<T: Copy, S: SlotMemory<T>>(
         &self,
         ctl: &MpmcControl,
         slots: &S,
-        me: u16,
+        intent: &AtomicU64,
         value: &T,
-        mut dead_receiver: impl FnMut(u16) -> bool,
+        mut receiver_holding: impl FnMut(u64) -> Holder,
     ) -> Push {
         for _ in 0..MAX_RETRIES {
-            // SYNC: Acquire pairs with the Release CAS that moved `tail` here.
+            // SYNC: Acquire pairs with the AcqRel claim CAS that moved `tail` here (through
+            // its release sequence): the stamp load below sees at least the stamp that claimer
+            // saw, and a lane's intent for an earlier position.
             let pos = ctl.tail.0.load(Ordering::Acquire);
             if pos >= MAX_POSITION {
                 return Push::Corrupt;
             }
             let index = pos & self.mask;
             let slot = slots.stamp(index);
-            // SYNC: Acquire pairs with the receiver's Release store of "free" in `pop`, after
-            // its copy out of the slot.
+            // SYNC: Acquire pairs with the receiver's Release "free" store after its copy out:
+            // our payload write happens-after it.
             let word = slot.load(Ordering::Acquire);
-            let lap = match decode(word, index, self.mask) {
-                State::Free(p) => lap_of(p, pos, self.capacity),
-                State::Full(p) => match lap_of(p, pos, self.capacity) {
-                    Lap::Previous => return Push::Full,
-                    lap => lap,
-                },
-                State::Writing { pos48, .. } => match lap_of_claim(pos48, pos, self.capacity) {
-                    Lap::Previous => return Push::Full,
-                    lap => lap,
-                },
-                State::Reading { index: reader, pos48 } => {
-                    match lap_of_claim(pos48, pos, self.capacity) {
-                        Lap::Previous if dead_receiver(reader) => {
-                            // The reader died holding the previous lap's message: free the slot.
-                            if slot
-                                .compare_exchange(word, pos, Ordering::AcqRel, Ordering::Relaxed)
-                                .is_ok()
-                            {
-                                ctl.stats.0.lost_reads.fetch_add(1, Ordering::Relaxed);
-                            }
-                            continue;
-                        }
-                        Lap::Previous => return Push::Full,
-                        lap => lap,
-                    }
-                }
-                State::Invalid => Lap::Invalid,
-            };
-            match lap {
-                Lap::Same if word == pos => {
-                    // SYNC: Acquire on success pairs with the receiver's Release "free" store;
-                    // our payload write happens-after its copy out.
-                    if slot
-                        .compare_exchange(
-                            word,
-                            writing(me, pos),
-                            Ordering::Acquire,
-                            Ordering::Relaxed,
-                        )
-                        .is_err()
+            match decode(word, index, self.mask) {
+                Stamp::Free(p) if p == pos => {
+                    // SYNC: Release pairs with the Acquire load of our lane in the registry
+                    // scan behind `Holder`: a scan that sees this intent also sees our earlier
+                    // stamp stores (so it never takes a published position for a lost one).
+                    intent.store(pos, Ordering::Release);
+                    // SYNC: AcqRel; Release publishes our intent (above) to whoever loads
+                    // `tail` past `pos` with Acquire; Acquire pairs with the previous claimer's
+                    // CAS, as the load of `tail` above.
+                    if ctl
+                        .tail
+                        .0
+                        .compare_exchange(pos, pos + 1, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
                     {
-                        continue;
+                        // SAFETY: index < capacity; the claim gives us the slot until we
+                        // publish (receivers wait for the stamp, senders for the next lap).
+                        unsafe { slots.write(index, value) };
+                        // SYNC: Release pairs with the receiver's Acquire load of the stamp in
+                        // `pop`: our payload write happens-before its copy out.
+                        slot.store(pos + 1, Ordering::Release);
+                        return Push::Done;
                     }
-                    self.publish(ctl, slots, index, pos, value);
-                    return Push::Done;
+                    // Someone else claimed `pos`: our lane must not name it.
+                    // SYNC: Release, as the intent store above.
+                    intent.store(IDLE, Ordering::Release);
                 }
-                // The slot shows `pos` (or a later lap) already claimed: `tail` is behind,
-                // perhaps because its claimer died before moving it. Help, then retry.
-                Lap::Same | Lap::Later => {
-                    let _ = ctl.tail.0.compare_exchange(
-                        pos,
-                        pos + 1,
-                        Ordering::Release,
-                        Ordering::Relaxed,
-                    );
+                // The previous lap's writer has not published yet: the ring is full.
+                Stamp::Free(p) if self.previous_lap(p, pos) => return Push::Full,
+                // The previous lap's message (or lost slot) is still there: full, unless a
+                // receiver claimed it and died before freeing the slot.
+                Stamp::Full(p) | Stamp::Lost(p) if self.previous_lap(p, pos) => {
+                    // SYNC: Acquire pairs with the receivers' AcqRel claims of `head`, as in
+                    // `resolve_read`.
+                    if ctl.head.0.load(Ordering::Acquire) <= p
+                        || self.resolve_read(ctl, slots, p, &mut receiver_holding)
+                            == Resolution::Held
+                    {
+                        return Push::Full;
+                    }
+                    // Resolved (by us or by someone else) or freed since our load: look again.
+                    // `head` never moves back, so this loop ends.
                 }
-                Lap::Previous | Lap::Invalid => return Push::Corrupt,
+                // `tail` moved on since we loaded it: retry.
+                Stamp::Free(p) | Stamp::Full(p) | Stamp::Lost(p) if p >= pos => {}
+                _ => return Push::Corrupt,
             }
         }
         Push::Full
     }
 
-    /// Claims the message at `head` for receiver `me` and copies it out.
-    /// `dead_sender(index)` says whether sender `index` is confirmed dead.
+    /// Claims the message at `head` for the receiver whose lane is `intent` and copies it out,
+    /// skipping lost slots. `sender_holding(p)` says who holds a sender's claim on `p`; it is
+    /// asked only about a position claimed and not yet published.
+    #[inline]
     pub(crate) fn pop<T: Copy, S: SlotMemory<T>>(
         &self,
         ctl: &MpmcControl,
         slots: &S,
-        me: u16,
-        mut dead_sender: impl FnMut(u16) -> bool,
+        intent: &AtomicU64,
+        mut sender_holding: impl FnMut(u64) -> Holder,
     ) -> Pop<T> {
         for _ in 0..MAX_RETRIES {
-            // SYNC: Acquire pairs with the Release CAS that moved `head` here.
+            // SYNC: Acquire pairs with the AcqRel claim CAS that moved `head` here: the stamp
+            // load below sees at least what that claimer saw, and `tail` is at least `pos`.
             let pos = ctl.head.0.load(Ordering::Acquire);
             if pos >= MAX_POSITION {
                 return Pop::Corrupt;
             }
             let index = pos & self.mask;
             let slot = slots.stamp(index);
-            // SYNC: Acquire pairs with the sender's Release store of "full" in `push`.
+            // SYNC: Acquire pairs with the sender's Release "full" store in `push`: its payload
+            // write happens-before our copy out.
             let word = slot.load(Ordering::Acquire);
-            let lap = match decode(word, index, self.mask) {
-                State::Full(p) => match lap_of(p, pos, self.capacity) {
-                    Lap::Same => {
-                        // SYNC: Acquire on success pairs with the sender's Release "full" store.
-                        if slot
-                            .compare_exchange(
-                                word,
-                                reading(me, pos),
-                                Ordering::Acquire,
-                                Ordering::Relaxed,
-                            )
-                            .is_err()
-                        {
-                            continue;
+            match decode(word, index, self.mask) {
+                Stamp::Full(p) | Stamp::Lost(p) if p == pos => {
+                    // SYNC: Release pairs with the Acquire load of our lane in the registry
+                    // scan behind `Holder`: a scan that sees this intent also sees our earlier
+                    // stamp stores.
+                    intent.store(pos, Ordering::Release);
+                    // SYNC: AcqRel, as the sender's claim of `tail` in `push`.
+                    if ctl
+                        .head
+                        .0
+                        .compare_exchange(pos, pos + 1, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        let lost = word & LOST != 0;
+                        // SAFETY: index < capacity; the claim gives us the slot until we free
+                        // it. A lost slot's payload is never read.
+                        let value = (!lost).then(|| unsafe { slots.read(index) });
+                        // SYNC: Release pairs with the sender's Acquire load of the stamp in
+                        // `push`: our copy out happens-before its next write to the slot.
+                        slot.store(pos + self.capacity, Ordering::Release);
+                        match value {
+                            Some(value) => return Pop::Item(value),
+                            None => continue,
                         }
-                        return Pop::Item(self.take(ctl, slots, index, pos));
                     }
-                    lap => lap,
-                },
-                State::Free(p) => match lap_of(p, pos, self.capacity) {
-                    Lap::Same => return Pop::Empty,
-                    // Free for `pos + capacity`: `pos` was consumed, `head` is behind.
-                    Lap::Later if p == pos + self.capacity => Lap::Same,
-                    Lap::Later => Lap::Later,
-                    _ => Lap::Invalid,
-                },
-                State::Writing { index: writer, pos48 } => {
-                    match lap_of_claim(pos48, pos, self.capacity) {
-                        Lap::Same if dead_sender(writer) => {
-                            // The writer died before publishing: the message is lost; free the
-                            // slot for the next lap and move on.
-                            if slot
-                                .compare_exchange(
-                                    word,
-                                    pos + self.capacity,
-                                    Ordering::AcqRel,
-                                    Ordering::Relaxed,
-                                )
-                                .is_ok()
-                            {
-                                ctl.stats.0.lost_writes.fetch_add(1, Ordering::Relaxed);
-                            }
-                            continue;
-                        }
-                        Lap::Same => return Pop::Empty,
-                        Lap::Later => Lap::Later,
-                        _ => Lap::Invalid,
+                    // SYNC: Release, as the intent store above.
+                    intent.store(IDLE, Ordering::Release);
+                }
+                Stamp::Free(p) if p == pos => {
+                    // SYNC: Acquire pairs with the senders' AcqRel claims of `tail`: a lane
+                    // holding `pos` is visible to `sender_holding`.
+                    let tail = ctl.tail.0.load(Ordering::Acquire);
+                    // Resolved (by us or, a moment ago, by someone else) or published since
+                    // our load: look again. `tail` never moves back, so this loop ends.
+                    if tail <= pos
+                        || self.resolve_write(ctl, slots, pos, &mut sender_holding)
+                            == Resolution::Held
+                    {
+                        return Pop::Empty;
                     }
                 }
-                State::Reading { pos48, .. } => match lap_of_claim(pos48, pos, self.capacity) {
-                    // A slow receiver still reads the previous lap: nothing for us yet.
-                    Lap::Previous => return Pop::Empty,
-                    lap => lap,
-                },
-                State::Invalid => Lap::Invalid,
-            };
-            match lap {
-                // `pos` (or a later lap) is claimed or done: help `head` on, then retry.
-                Lap::Same | Lap::Later => {
-                    let _ = ctl.head.0.compare_exchange(
-                        pos,
-                        pos + 1,
-                        Ordering::Release,
-                        Ordering::Relaxed,
-                    );
-                }
-                Lap::Previous | Lap::Invalid => return Pop::Corrupt,
+                // The previous lap's receiver has not freed the slot yet: nothing for us.
+                Stamp::Full(p) | Stamp::Lost(p) if self.previous_lap(p, pos) => return Pop::Empty,
+                // `head` moved on since we loaded it: retry.
+                Stamp::Full(p) | Stamp::Lost(p) if p > pos => {}
+                Stamp::Free(p) if p > pos => {}
+                _ => return Pop::Corrupt,
             }
         }
         Pop::Empty
     }
 
-    /// Resolves every claim left by endpoint `index` of the given role (its process is dead),
-    /// before the index is handed to a new owner. Returns how many messages were lost.
-    pub(crate) fn release_claims_of<T: Copy, S: SlotMemory<T>>(
+    /// If a sender claimed `p` and has not published it, and every lane naming `p` belongs to
+    /// a dead process, marks the slot lost (receivers skip it, `lost_writes` counts it).
+    pub(crate) fn resolve_write<T: Copy, S: SlotMemory<T>>(
         &self,
         ctl: &MpmcControl,
         slots: &S,
-        index: u16,
-        receiver: bool,
-    ) -> u64 {
-        let mut lost = 0;
-        let tail = ctl.tail.0.load(Ordering::Acquire);
-        if tail >= MAX_POSITION {
-            return 0;
+        p: u64,
+        mut sender_holding: impl FnMut(u64) -> Holder,
+    ) -> Resolution {
+        if p >= MAX_POSITION {
+            return Resolution::NotStuck;
         }
-        for slot_index in 0..self.capacity {
-            let slot = slots.stamp(slot_index);
-            let word = slot.load(Ordering::Acquire);
-            let (claimer, pos48, is_read) = match decode(word, slot_index, self.mask) {
-                State::Writing { index, pos48 } => (index, pos48, false),
-                State::Reading { index, pos48 } => (index, pos48, true),
-                _ => continue,
-            };
-            if claimer != index || is_read != receiver {
-                continue;
-            }
-            // The full position: the one with these low bits at or below the tail.
-            let back = tail.wrapping_sub(pos48) & POS_MASK;
-            let Some(pos) = tail.checked_sub(back) else { continue };
-            let counter = if receiver { &ctl.stats.0.lost_reads } else { &ctl.stats.0.lost_writes };
-            if slot
-                .compare_exchange(word, pos + self.capacity, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
-                counter.fetch_add(1, Ordering::Relaxed);
-                lost += 1;
-            }
+        let slot = slots.stamp(p & self.mask);
+        // SYNC: Acquire pairs with the senders' AcqRel claims: lanes naming `p` are visible.
+        if slot.load(Ordering::Acquire) != p || ctl.tail.0.load(Ordering::Acquire) <= p {
+            return Resolution::NotStuck;
         }
-        lost
+        if sender_holding(p) != Holder::Dead {
+            return Resolution::Held;
+        }
+        // SYNC: AcqRel: Acquire as the loads above; Release so the receiver that claims the
+        // lost slot (Acquire) sees it marked before it frees it.
+        if slot.compare_exchange(p, LOST | p, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            ctl.stats.0.lost_writes.fetch_add(1, Ordering::Relaxed);
+        }
+        // Marked by us or, in a race, by another endpoint.
+        Resolution::Resolved
+    }
+
+    /// If a receiver claimed `p` (a message or a lost slot) and has not freed the slot, and
+    /// every lane naming `p` belongs to a dead process, frees the slot for the next lap (a
+    /// message it held is counted in `lost_reads`).
+    pub(crate) fn resolve_read<T: Copy, S: SlotMemory<T>>(
+        &self,
+        ctl: &MpmcControl,
+        slots: &S,
+        p: u64,
+        mut receiver_holding: impl FnMut(u64) -> Holder,
+    ) -> Resolution {
+        if p >= MAX_POSITION {
+            return Resolution::NotStuck;
+        }
+        let slot = slots.stamp(p & self.mask);
+        // SYNC: Acquire pairs with the receivers' AcqRel claims of `head`: lanes naming `p`
+        // are visible.
+        let word = slot.load(Ordering::Acquire);
+        if (word != p + 1 && word != LOST | p) || ctl.head.0.load(Ordering::Acquire) <= p {
+            return Resolution::NotStuck;
+        }
+        if receiver_holding(p) != Holder::Dead {
+            return Resolution::Held;
+        }
+        // SYNC: AcqRel: Release pairs with the next sender's Acquire load of the stamp.
+        if slot
+            .compare_exchange(word, p + self.capacity, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+            && word == p + 1
+        {
+            ctl.stats.0.lost_reads.fetch_add(1, Ordering::Relaxed);
+        }
+        Resolution::Resolved
     }
 }
 
@@ -623,150 +513,169 @@ mod tests {
         (MpmcControl::new(start), slots, Ring::new(capacity))
     }
 
-    fn never(_: u16) -> bool {
-        false
+    fn live(_: u64) -> Holder {
+        Holder::Live
+    }
+
+    fn dead(_: u64) -> Holder {
+        Holder::Dead
+    }
+
+    fn stamp(slots: &HeapSlots<u64>, p: u64, capacity: u64) -> &AtomicU64 {
+        SlotMemory::<u64>::stamp(slots, p & (capacity - 1))
     }
 
     #[test]
     fn fifo_full_and_empty() {
         let (ctl, slots, r) = ring(4, 10);
-        assert_eq!(r.pop::<u64, _>(&ctl, &slots, 0, never), Pop::Empty);
+        let lane = AtomicU64::new(IDLE);
+        assert_eq!(r.pop::<u64, _>(&ctl, &slots, &lane, live), Pop::Empty);
         for v in 0..4 {
-            assert_eq!(r.push(&ctl, &slots, 1, &v, never), Push::Done);
+            assert_eq!(r.push(&ctl, &slots, &lane, &v, live), Push::Done);
         }
-        assert_eq!(r.push(&ctl, &slots, 1, &9, never), Push::Full);
+        assert_eq!(lane.load(Ordering::Relaxed), 13, "the lane names the last claim");
+        assert_eq!(r.push(&ctl, &slots, &lane, &9, live), Push::Full);
         for v in 0..4 {
-            assert_eq!(r.pop(&ctl, &slots, 2, never), Pop::Item(v));
+            assert_eq!(r.pop(&ctl, &slots, &lane, live), Pop::Item(v));
         }
-        assert_eq!(r.pop::<u64, _>(&ctl, &slots, 2, never), Pop::Empty);
+        assert_eq!(r.pop::<u64, _>(&ctl, &slots, &lane, live), Pop::Empty);
         for round in 0..100u64 {
-            assert_eq!(r.push(&ctl, &slots, 3, &round, never), Push::Done);
-            assert_eq!(r.pop(&ctl, &slots, 0, never), Pop::Item(round));
-        }
-    }
-
-    #[test]
-    fn the_one_cas_claims_agree_with_the_reading_ones() {
-        let (ctl, slots, r) = ring(4, 10);
-        // Empty: the fast pop falls back and reports it; full: so does the fast push.
-        assert_eq!(r.pop_fast::<u64, _>(&ctl, &slots, 0, never), Pop::Empty);
-        for v in 0..4 {
-            assert_eq!(r.push_fast(&ctl, &slots, 1, &v, never), Push::Done);
-        }
-        assert_eq!(r.push_fast(&ctl, &slots, 1, &9, never), Push::Full);
-        for v in 0..4 {
-            assert_eq!(r.pop_fast(&ctl, &slots, 2, never), Pop::Item(v));
-        }
-        // Mixed with the reading claims, over many laps, positions and states stay in step.
-        for round in 0..100u64 {
-            let push = if round % 3 == 0 { Ring::push::<u64, _> } else { Ring::push_fast };
-            assert_eq!(push(&r, &ctl, &slots, 3, &round, never), Push::Done);
-            let got = if round % 2 == 0 {
-                r.pop_fast(&ctl, &slots, 0, never)
-            } else {
-                r.pop(&ctl, &slots, 0, never)
-            };
-            assert_eq!(got, Pop::Item(round));
+            assert_eq!(r.push(&ctl, &slots, &lane, &round, live), Push::Done);
+            assert_eq!(r.pop(&ctl, &slots, &lane, live), Pop::Item(round));
         }
         assert_eq!(ctl.tail.0.load(Ordering::Relaxed), ctl.head.0.load(Ordering::Relaxed));
-        // A dead writer's claim at `head` still gets skipped through the fallback.
-        let pos = ctl.tail.0.load(Ordering::Relaxed);
-        SlotMemory::<u64>::stamp(&slots, pos & 3).store(writing(5, pos), Ordering::Relaxed);
-        ctl.tail.0.store(pos + 1, Ordering::Relaxed);
-        assert_eq!(r.push_fast(&ctl, &slots, 1, &42, never), Push::Done);
-        assert_eq!(r.pop_fast(&ctl, &slots, 0, |i| i == 5), Pop::Item(42));
-        assert_eq!(ctl.stats.0.lost_writes.load(Ordering::Relaxed), 1);
     }
 
     #[test]
     fn a_dead_writer_is_skipped_and_counted_a_live_one_waits() {
         let (ctl, slots, r) = ring(4, 0);
-        // Sender 5 claimed position 0 and died; then sender 1 published position 1.
-        SlotMemory::<u64>::stamp(&slots, 0).store(writing(5, 0), Ordering::Relaxed);
+        let lane = AtomicU64::new(IDLE);
+        // A sender claimed position 0 (its lane says 0, `tail` moved) and stopped there.
         ctl.tail.0.store(1, Ordering::Relaxed);
-        assert_eq!(r.push(&ctl, &slots, 1, &77, never), Push::Done);
-        assert_eq!(r.pop::<u64, _>(&ctl, &slots, 0, never), Pop::Empty, "live: wait");
-        assert_eq!(r.pop(&ctl, &slots, 0, |i| i == 5), Pop::Item(77));
+        assert_eq!(r.push(&ctl, &slots, &lane, &77, live), Push::Done);
+        let mut asked = Vec::new();
+        let mut live_and_note = |p| {
+            asked.push(p);
+            Holder::Live
+        };
+        assert_eq!(r.pop::<u64, _>(&ctl, &slots, &lane, &mut live_and_note), Pop::Empty);
+        assert_eq!(asked, [0], "only the stuck position is looked up");
+        let nobody = |_| Holder::Nobody;
+        assert_eq!(r.pop::<u64, _>(&ctl, &slots, &lane, nobody), Pop::Empty, "nobody: wait");
+        assert_eq!(r.pop(&ctl, &slots, &lane, dead), Pop::Item(77));
         assert_eq!(ctl.stats.0.lost_writes.load(Ordering::Relaxed), 1);
         // The skipped slot is free for the next lap.
         for v in 0..4 {
-            assert_eq!(r.push(&ctl, &slots, 1, &v, never), Push::Done);
+            assert_eq!(r.push(&ctl, &slots, &lane, &v, live), Push::Done);
         }
         for v in 0..4 {
-            assert_eq!(r.pop(&ctl, &slots, 0, never), Pop::Item(v));
+            assert_eq!(r.pop(&ctl, &slots, &lane, live), Pop::Item(v));
         }
+        assert_eq!(r.pop::<u64, _>(&ctl, &slots, &lane, dead), Pop::Empty);
+        assert_eq!(ctl.stats.0.lost_writes.load(Ordering::Relaxed), 1);
     }
 
     #[test]
     fn a_dead_reader_frees_its_slot_for_senders() {
         let (ctl, slots, r) = ring(2, 0);
-        assert_eq!(r.push(&ctl, &slots, 0, &1, never), Push::Done);
-        assert_eq!(r.push(&ctl, &slots, 0, &2, never), Push::Done);
-        // Receiver 3 claims position 0 for reading and dies before freeing it.
-        SlotMemory::<u64>::stamp(&slots, 0).store(reading(3, 0), Ordering::Relaxed);
+        let lane = AtomicU64::new(IDLE);
+        assert_eq!(r.push(&ctl, &slots, &lane, &1, live), Push::Done);
+        assert_eq!(r.push(&ctl, &slots, &lane, &2, live), Push::Done);
+        // A receiver claimed position 0 (`head` moved) and died before freeing the slot.
         ctl.head.0.store(1, Ordering::Relaxed);
-        assert_eq!(r.push(&ctl, &slots, 0, &3, never), Push::Full, "live reader: full");
-        assert_eq!(r.push(&ctl, &slots, 0, &3, |i| i == 3), Push::Done);
+        assert_eq!(r.push(&ctl, &slots, &lane, &3, live), Push::Full, "live reader: full");
+        assert_eq!(r.push(&ctl, &slots, &lane, &3, dead), Push::Done);
         assert_eq!(ctl.stats.0.lost_reads.load(Ordering::Relaxed), 1);
-        assert_eq!(r.pop(&ctl, &slots, 1, never), Pop::Item(2));
-        assert_eq!(r.pop(&ctl, &slots, 1, never), Pop::Item(3));
+        assert_eq!(r.pop(&ctl, &slots, &lane, live), Pop::Item(2));
+        assert_eq!(r.pop(&ctl, &slots, &lane, live), Pop::Item(3));
     }
 
     #[test]
-    fn a_claimer_dying_before_moving_tail_or_head_does_not_stall() {
-        let (ctl, slots, r) = ring(4, 0);
-        // A sender claimed and published position 0 but died before moving `tail`.
-        SlotMemory::<u64>::stamp(&slots, 0).store(1, Ordering::Relaxed);
-        assert_eq!(r.push(&ctl, &slots, 1, &8, never), Push::Done);
-        assert_eq!(ctl.tail.0.load(Ordering::Relaxed), 2);
-        // A receiver claimed position 0 but died before moving `head`: it is lost when resolved.
-        SlotMemory::<u64>::stamp(&slots, 0).store(reading(2, 0), Ordering::Relaxed);
-        assert_eq!(r.pop(&ctl, &slots, 0, never), Pop::Item(8));
+    fn a_reader_dying_while_skipping_a_lost_slot_loses_nothing_more() {
+        let (ctl, slots, r) = ring(2, 0);
+        let lane = AtomicU64::new(IDLE);
+        // Position 0 was lost by its sender; a receiver claimed it and died; 1 holds a message.
+        stamp(&slots, 0, 2).store(LOST, Ordering::Relaxed);
+        ctl.tail.0.store(1, Ordering::Relaxed);
+        assert_eq!(r.push(&ctl, &slots, &lane, &5, live), Push::Done);
+        ctl.head.0.store(1, Ordering::Relaxed);
+        assert_eq!(r.push(&ctl, &slots, &lane, &6, live), Push::Full);
+        assert_eq!(r.push(&ctl, &slots, &lane, &6, dead), Push::Done);
+        assert_eq!(ctl.stats.0.lost_reads.load(Ordering::Relaxed), 0, "nothing was in it");
+        assert_eq!(r.pop(&ctl, &slots, &lane, live), Pop::Item(5));
+        assert_eq!(r.pop(&ctl, &slots, &lane, live), Pop::Item(6));
     }
 
     #[test]
-    fn released_claims_of_a_dead_index_are_freed() {
+    fn resolving_needs_a_stuck_claim_and_a_confirmed_death() {
         let (ctl, slots, r) = ring(4, 0);
-        for v in 0..3 {
-            assert_eq!(r.push(&ctl, &slots, 0, &v, never), Push::Done);
-        }
-        SlotMemory::<u64>::stamp(&slots, 3).store(writing(7, 3), Ordering::Relaxed);
-        ctl.tail.0.store(4, Ordering::Relaxed);
-        assert_eq!(r.release_claims_of::<u64, _>(&ctl, &slots, 7, false), 1);
-        assert_eq!(r.release_claims_of::<u64, _>(&ctl, &slots, 7, false), 0);
-        for v in 0..3 {
-            assert_eq!(r.pop(&ctl, &slots, 0, never), Pop::Item(v));
-        }
-        assert_eq!(r.pop::<u64, _>(&ctl, &slots, 0, never), Pop::Empty);
-        assert_eq!(ctl.head.0.load(Ordering::Relaxed), 4);
+        let lane = AtomicU64::new(IDLE);
+        // Nothing claimed at 0 yet: nothing to resolve, whatever the registry says.
+        assert_eq!(r.resolve_write::<u64, _>(&ctl, &slots, 0, dead), Resolution::NotStuck);
+        assert_eq!(r.resolve_read::<u64, _>(&ctl, &slots, 0, dead), Resolution::NotStuck);
+        // Claimed, unpublished: only a dead holder resolves it, and only once.
+        ctl.tail.0.store(1, Ordering::Relaxed);
+        assert_eq!(r.resolve_write::<u64, _>(&ctl, &slots, 0, live), Resolution::Held);
+        let nobody = |_| Holder::Nobody;
+        assert_eq!(r.resolve_write::<u64, _>(&ctl, &slots, 0, nobody), Resolution::Held);
+        assert_eq!(r.resolve_write::<u64, _>(&ctl, &slots, 0, dead), Resolution::Resolved);
+        assert_eq!(r.resolve_write::<u64, _>(&ctl, &slots, 0, dead), Resolution::NotStuck);
+        assert_eq!(stamp(&slots, 0, 4).load(Ordering::Relaxed), LOST);
+        // A published message not yet claimed by a receiver is never resolved.
+        assert_eq!(r.push(&ctl, &slots, &lane, &8, live), Push::Done);
+        assert_eq!(r.resolve_write::<u64, _>(&ctl, &slots, 1, dead), Resolution::NotStuck);
+        assert_eq!(r.resolve_read::<u64, _>(&ctl, &slots, 1, dead), Resolution::NotStuck);
+        assert_eq!(r.pop(&ctl, &slots, &lane, live), Pop::Item(8));
+        let freed = r.resolve_read::<u64, _>(&ctl, &slots, 1, dead);
+        assert_eq!(freed, Resolution::NotStuck, "already freed");
+        // Positions out of range are ignored.
+        assert_eq!(r.resolve_write::<u64, _>(&ctl, &slots, u64::MAX, dead), Resolution::NotStuck);
+        let out = r.resolve_read::<u64, _>(&ctl, &slots, MAX_POSITION, dead);
+        assert_eq!(out, Resolution::NotStuck);
+        assert_eq!(ctl.stats.0.lost_writes.load(Ordering::Relaxed), 1);
+        assert_eq!(ctl.stats.0.lost_reads.load(Ordering::Relaxed), 0);
     }
 
     #[test]
     fn forged_values_at_the_edges_of_the_range_never_overflow() {
         let (ctl, slots, r) = ring(4, 0);
-        // State 0 in the last slot decodes as "full at position u64::MAX": invalid, no panic.
-        SlotMemory::<u64>::stamp(&slots, 3).store(0, Ordering::Relaxed);
+        let lane = AtomicU64::new(IDLE);
+        // Stamp 0 in the last slot would be "full at position u64::MAX": invalid, no panic.
+        stamp(&slots, 3, 4).store(0, Ordering::Relaxed);
         ctl.head.0.store(3, Ordering::Relaxed);
-        assert_eq!(r.pop::<u64, _>(&ctl, &slots, 0, never), Pop::Corrupt);
-        // A dead index's claim with a tail near u64::MAX: nothing to resolve, no panic.
-        SlotMemory::<u64>::stamp(&slots, 1).store(writing(7, 1), Ordering::Relaxed);
-        ctl.tail.0.store(u64::MAX - 1, Ordering::Relaxed);
-        assert_eq!(r.release_claims_of::<u64, _>(&ctl, &slots, 7, false), 0);
+        assert_eq!(r.pop::<u64, _>(&ctl, &slots, &lane, dead), Pop::Corrupt);
+        for word in [u64::MAX, LOST | (MAX_POSITION - 1), MAX_POSITION, LOST | 1] {
+            let (ctl, slots, r) = ring(4, 0);
+            stamp(&slots, 0, 4).store(word, Ordering::Relaxed);
+            assert_eq!(r.pop::<u64, _>(&ctl, &slots, &lane, dead), Pop::Corrupt, "{word:#x}");
+            assert_eq!(r.push(&ctl, &slots, &lane, &1, dead), Push::Corrupt, "{word:#x}");
+        }
+        let (ctl, slots, r) = ring(4, 0);
+        ctl.tail.0.store(u64::MAX, Ordering::Relaxed);
+        ctl.head.0.store(MAX_POSITION, Ordering::Relaxed);
+        assert_eq!(r.push(&ctl, &slots, &lane, &1, dead), Push::Corrupt);
+        assert_eq!(r.pop::<u64, _>(&ctl, &slots, &lane, dead), Pop::Corrupt);
     }
 
     #[test]
     fn forged_states_and_positions_are_corruption() {
-        let (ctl, slots, r) = ring(4, 0);
-        SlotMemory::<u64>::stamp(&slots, 0).store(2, Ordering::Relaxed);
-        assert_eq!(r.pop::<u64, _>(&ctl, &slots, 0, never), Pop::Corrupt);
-        assert_eq!(r.push(&ctl, &slots, 0, &1, never), Push::Corrupt);
-        let (ctl, slots, r) = ring(4, 0);
-        ctl.tail.0.store(u64::MAX, Ordering::Relaxed);
-        assert_eq!(r.push(&ctl, &slots, 0, &1, never), Push::Corrupt);
-        // A claim whose position does not belong to this slot.
-        SlotMemory::<u64>::stamp(&slots, 1).store(writing(0, 2), Ordering::Relaxed);
-        ctl.head.0.store(1, Ordering::Relaxed);
-        assert_eq!(r.pop::<u64, _>(&ctl, &slots, 0, never), Pop::Corrupt);
+        let (ctl, slots, r) = ring(4, 8);
+        let lane = AtomicU64::new(IDLE);
+        // Two laps behind `head`/`tail`: no correct peer leaves that.
+        stamp(&slots, 8, 4).store(0, Ordering::Relaxed);
+        assert_eq!(r.pop::<u64, _>(&ctl, &slots, &lane, live), Pop::Corrupt);
+        assert_eq!(r.push(&ctl, &slots, &lane, &1, live), Push::Corrupt);
+        // Free one lap behind `head`: a receiver can only have passed it by claiming it.
+        let (ctl, slots, r) = ring(4, 8);
+        stamp(&slots, 8, 4).store(4, Ordering::Relaxed);
+        assert_eq!(r.pop::<u64, _>(&ctl, &slots, &lane, live), Pop::Corrupt);
+        // A stamp that belongs to another slot.
+        let (ctl, slots, r) = ring(4, 8);
+        stamp(&slots, 8, 4).store(9, Ordering::Relaxed);
+        ctl.head.0.store(9, Ordering::Relaxed);
+        assert_eq!(r.pop::<u64, _>(&ctl, &slots, &lane, live), Pop::Empty, "slot 9 is free");
+        ctl.head.0.store(8, Ordering::Relaxed);
+        assert_eq!(r.pop::<u64, _>(&ctl, &slots, &lane, live), Pop::Item(0), "full at 8");
     }
 
     #[test]
@@ -777,24 +686,30 @@ mod tests {
         let received = std::sync::Mutex::new(Vec::new());
         let count = AtomicU64::new(0);
         std::thread::scope(|s| {
-            for sender in 0..3u16 {
+            for sender in 0..3u64 {
                 let (ctl, slots) = (&ctl, &slots);
                 s.spawn(move || {
+                    let lane = AtomicU64::new(IDLE);
                     for i in 0..per_sender {
-                        let v = u64::from(sender) << 32 | i;
-                        while r.push(ctl, slots, sender, &v, never) != Push::Done {
+                        let v = sender << 32 | i;
+                        while r.push(ctl, slots, &lane, &v, live) != Push::Done {
                             std::thread::yield_now();
                         }
                     }
                 });
             }
-            for receiver in 0..2u16 {
+            for _ in 0..2 {
                 let (ctl, slots, received, count) = (&ctl, &slots, &received, &count);
                 s.spawn(move || {
+                    let lane = AtomicU64::new(IDLE);
                     let mut mine = Vec::new();
+                    let mut next = [0u64; 3];
                     while count.load(Ordering::Relaxed) < total as u64 {
-                        match r.pop::<u64, _>(ctl, slots, receiver, never) {
+                        match r.pop::<u64, _>(ctl, slots, &lane, live) {
                             Pop::Item(v) => {
+                                let (sender, seq) = ((v >> 32) as usize, v & 0xffff_ffff);
+                                assert!(seq >= next[sender], "out of order for its sender");
+                                next[sender] = seq + 1;
                                 mine.push(v);
                                 count.fetch_add(1, Ordering::Relaxed);
                             }

@@ -6,10 +6,12 @@
 //! `core::sync::atomic` or `std::sync::atomic`.
 
 #[cfg(not(shmchan_loom))]
-pub(crate) use core::sync::atomic::{AtomicU32, AtomicU64, Ordering, compiler_fence, fence};
+pub(crate) use core::sync::atomic::{
+    AtomicBool, AtomicU32, AtomicU64, Ordering, compiler_fence, fence,
+};
 
 #[cfg(shmchan_loom)]
-pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
 
 /// Loom has no compiler fences: model them as the full fences they stand in for.
 #[cfg(shmchan_loom)]
