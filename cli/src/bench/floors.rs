@@ -30,13 +30,25 @@ pub(crate) fn steps(_plan: &Plan) -> Vec<Step> {
             Ok(())
         }),
         Step::new("floor/memcpy_4KiB", |ctx: &mut Ctx<'_>| {
-            let (copies, bytes) = memcpy_floor(&ctx.plan);
+            let (copies, bytes) = memcpy_floor(&ctx.plan, 4096);
             ctx.fig.memcpy_bytes_per_s = bytes;
             ctx.emit(
                 Record::new("floor/memcpy_4KiB", "copies/s")
                     .text("kind", "floor")
                     .num("value", copies)
                     .num("bytes_per_s", bytes),
+            );
+            Ok(())
+        }),
+        Step::new("floor/memcpy_4KiB_through_ring_area", |ctx: &mut Ctx<'_>| {
+            let (copies, bytes) = memcpy_floor(&ctx.plan, RING_BYTES);
+            ctx.fig.memcpy_ring_area_bytes_per_s = bytes;
+            ctx.emit(
+                Record::new("floor/memcpy_4KiB_through_ring_area", "copies/s")
+                    .text("kind", "floor")
+                    .num("value", copies)
+                    .num("bytes_per_s", bytes)
+                    .num("area", RING_BYTES as f64),
             );
             Ok(())
         }),
@@ -164,22 +176,29 @@ pub(crate) fn futex_child(shm: &RawShm) -> Result<()> {
     }
 }
 
-/// Copies 4 KiB between two hot buffers on one thread; returns (copies/s, bytes/s).
-pub(crate) fn memcpy_floor(plan: &Plan) -> (f64, f64) {
+/// Copies 4 KiB records on one thread from a hot source into consecutive 4 KiB pieces of a
+/// `dst_len`-byte destination: with 4 KiB both buffers stay in L1 (the most a core can copy);
+/// with the byte ring's data area the destination is the working set a ring producer writes
+/// through. Returns (copies/s, bytes/s).
+pub(crate) fn memcpy_floor(plan: &Plan, dst_len: usize) -> (f64, f64) {
     const LEN: usize = 4096;
     const CHUNK: usize = 1000;
     let src = vec![0x5au8; LEN];
-    let mut dst = vec![0u8; LEN];
+    let mut dst = vec![0u8; dst_len.max(LEN)];
+    let pieces = dst.len() / LEN;
     let mut rates = Vec::new();
+    let mut piece = 0;
     let started = Instant::now();
     while started.elapsed() < plan.memcpy_time {
         let t0 = Instant::now();
         for _ in 0..CHUNK {
             // black_box keeps the copy from being hoisted out of the loop or elided.
             let (s, d) = (black_box(src.as_ptr()), black_box(dst.as_mut_ptr()));
-            // SAFETY: two distinct live allocations of LEN bytes each.
-            unsafe { std::ptr::copy_nonoverlapping(s, d, LEN) };
+            // SAFETY: two distinct live allocations; piece < pieces, so the LEN bytes at
+            // piece * LEN lie inside `dst`.
+            unsafe { std::ptr::copy_nonoverlapping(s, d.add(piece * LEN), LEN) };
             black_box(&mut dst);
+            piece = (piece + 1) % pieces;
         }
         rates.push(CHUNK as f64 / t0.elapsed().as_secs_f64());
     }
