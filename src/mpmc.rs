@@ -11,6 +11,9 @@
 //! a slow one (see the delivery rules below). An entry has 15 intent words: up to 15 handles
 //! of one entry work in parallel; further clones share one and take turns.
 //!
+//! For throughput with more endpoints than cores, give every handle
+//! [`WaitStrategy::Sleep`] (see there why).
+//!
 //! ```
 //! use shmchan::mpmc::{Channel, Options};
 //! use shmchan::Backing;

@@ -37,7 +37,13 @@ pub enum WaitStrategy {
     /// Busy-wait for the given time, then sleep on the futex. The default, with 50 µs: short
     /// waits never pay a wake-up, long waits use no CPU.
     SpinThenSleep(Duration),
-    /// Sleep on the futex at once.
+    /// Sleep on the futex at once. Best for throughput when the other side is usually the
+    /// slower one, and whenever the endpoints outnumber the cores: a waiting side that spins
+    /// keeps reading the very cache lines the other side is writing, while a sleeping one lets
+    /// it fill (or drain) the ring undisturbed and then takes many messages per wake-up. Each
+    /// wait costs a wake-up (tens of µs) in latency. Measured on 2 cores (BENCHMARKS.md): an
+    /// MPMC channel with 2 sender and 2 receiver processes moves ~2.5 × as many messages with
+    /// `Sleep` as with the default.
     Sleep,
 }
 

@@ -40,7 +40,17 @@ pub(crate) use by_words;
 pub(crate) const LATENCY_WAITS: [(WaitStrategy, &str); 2] =
     [(WaitStrategy::Spin, "spin"), (WaitStrategy::Sleep, "sleep")];
 
+/// The wait strategies of the scaling rows (P senders and C receivers), with their families:
+/// sleeping on the futex whenever a side waits, and the default (spin 50 µs, then sleep).
+pub(crate) const SCALING_WAITS: [(WaitStrategy, &str, &str); 2] = [
+    (WaitStrategy::Sleep, "sleep", "shmchan_mpmc_sleep"),
+    (WaitStrategy::SpinThenSleep(Duration::from_micros(50)), "spin_then_sleep", "shmchan_mpmc"),
+];
+
 pub(crate) fn parse_wait(name: &str) -> Result<WaitStrategy> {
+    if let Some((wait, ..)) = SCALING_WAITS.iter().find(|(_, n, _)| *n == name) {
+        return Ok(*wait);
+    }
     LATENCY_WAITS
         .iter()
         .find(|(_, n)| *n == name)
@@ -91,25 +101,32 @@ pub(crate) fn steps(plan: &Plan) -> Vec<Step> {
             }));
         }
     }
-    steps.extend([(1, 1), (2, 2), (4, 4)].into_iter().map(|(senders, receivers)| {
-        let transport = format!("shmchan_mpmc_{senders}p{receivers}c");
-        let name = format!("throughput/{transport}/8B");
-        Step::new(name.clone(), move |ctx: &mut Ctx<'_>| {
-            let t = mpmc_throughput(&ctx.plan, senders, receivers, &ctx.cpus)?;
-            match senders {
-                1 => ctx.fig.mpmc_1p1c = t.median,
-                2 => ctx.fig.mpmc_2p2c = t.median,
-                4 => ctx.fig.mpmc_4p4c = t.median,
-                _ => {}
-            }
-            ctx.emit(
-                Record::throughput(&name, 8, &t)
-                    .of("scaling", &transport, 8)
-                    .text("wait", "spin_then_sleep"),
-            );
-            Ok(())
-        })
-    }));
+    for (wait, wait_name, family) in SCALING_WAITS {
+        let sleeping = wait == WaitStrategy::Sleep;
+        steps.extend([(1, 1), (2, 2), (4, 4)].into_iter().map(|(senders, receivers)| {
+            let transport = format!("{family}_{senders}p{receivers}c");
+            let name = format!("throughput/{transport}/8B");
+            Step::new(name.clone(), move |ctx: &mut Ctx<'_>| {
+                let t = mpmc_throughput(&ctx.plan, senders, receivers, &ctx.cpus, wait_name)?;
+                let fig = &mut ctx.fig;
+                let slot = match (sleeping, senders) {
+                    (true, 1) => &mut fig.mpmc_1p1c,
+                    (true, 2) => &mut fig.mpmc_2p2c,
+                    (true, _) => &mut fig.mpmc_4p4c,
+                    (false, 1) => &mut fig.mpmc_spinning_1p1c,
+                    (false, 2) => &mut fig.mpmc_spinning_2p2c,
+                    (false, _) => &mut fig.mpmc_spinning_4p4c,
+                };
+                *slot = t.median;
+                ctx.emit(
+                    Record::throughput(&name, 8, &t)
+                        .of("scaling", &transport, 8)
+                        .text("wait", wait_name),
+                );
+                Ok(())
+            })
+        }));
+    }
     steps
 }
 
@@ -122,8 +139,14 @@ pub(crate) fn child(role: &str, names: &[&str], param: &str) -> Option<Result<()
         let first: usize = parts.next().unwrap_or("").parse()?;
         let second = parts.next().unwrap_or("");
         match role {
-            "mpmc_sender" => mpmc_sender_child(names, first as u64, second.parse()?),
-            "mpmc_receiver" => mpmc_receiver_child(names, first, second.parse()?),
+            "mpmc_sender" => {
+                let wait = parse_wait(parts.next().unwrap_or(""))?;
+                mpmc_sender_child(names, first as u64, second.parse()?, wait)
+            }
+            "mpmc_receiver" => {
+                let wait = parse_wait(parts.next().unwrap_or(""))?;
+                mpmc_receiver_child(names, first, second.parse()?, wait)
+            }
             // For the per-size roles the first parameter is the message's word count.
             "mpmc_echo" => by_words!(first * 8, mpmc_echo_child(names, parse_wait(second)?)),
             _ => by_words!(first * 8, mpmc_source_child(names, parse_wait(second)?)),
@@ -432,7 +455,8 @@ pub(crate) fn mp_cpu(cpus: &[usize], receiver: bool, k: usize) -> Option<usize> 
     Some(cpus[(k + usize::from(receiver)) % cpus.len()])
 }
 
-/// P sender and C receiver processes over one MPMC segment of `u64`, default wait strategy.
+/// P sender and C receiver processes over one MPMC segment of `u64`, every side waiting with
+/// the strategy named `wait_name` (one of [`SCALING_WAITS`]).
 /// Each repetition has fresh processes and segments (the end of a repetition is the senders'
 /// detach); the rate runs from the parent's start signal to the last message received (each
 /// receiver notes when it first found the ring empty after a message, on CLOCK_MONOTONIC).
@@ -441,6 +465,7 @@ pub(crate) fn mpmc_throughput(
     senders: usize,
     receivers: usize,
     cpus: &[usize],
+    wait_name: &str,
 ) -> Result<Rates> {
     assert!(receivers <= MP_MAX_RECEIVERS);
     let per_sender = (plan.mpmc_messages / senders) as u64;
@@ -457,11 +482,11 @@ pub(crate) fn mpmc_throughput(
         // Declared after the segments, so an error kills and reaps the children first.
         let mut peers = Vec::with_capacity(senders + receivers);
         for r in 0..receivers {
-            let param = format!("{r},{senders}");
+            let param = format!("{r},{senders},{wait_name}");
             peers.push(Peer::spawn("mpmc_receiver", &names, &param, mp_cpu(cpus, true, r))?);
         }
         for s in 0..senders {
-            let param = format!("{s},{per_sender}");
+            let param = format!("{s},{per_sender},{wait_name}");
             peers.push(Peer::spawn("mpmc_sender", &names, &param, mp_cpu(cpus, false, s))?);
         }
         let everyone = (senders + receivers) as u64;
@@ -471,9 +496,7 @@ pub(crate) fn mpmc_throughput(
         // SYNC: Release pairs with the children's Acquire load of the start word.
         ctl.u32_at(MP_GO).store(1, Ordering::Release);
         futex_wake_all(ctl.u32_at(MP_GO));
-        // SYNC: Acquire pairs with each receiver's AcqRel count-out, which follows the stores
-        // of its result line: the loads below see them.
-        wait_for_peers(&peers, || ctl.u64_at(MP_DONE).load(Ordering::Acquire) == receivers as u64)?;
+        wait_for_count_out(&peers, &ctl, receivers as u32)?;
         let mut total = Tally::default();
         let mut last = t0;
         for r in 0..receivers {
@@ -514,6 +537,29 @@ pub(crate) fn wait_for_peers(peers: &[Peer], mut done: impl FnMut() -> bool) -> 
     Ok(())
 }
 
+/// Sleeps on the count-out word until `receivers` receivers have counted out (a receiver wakes
+/// it after counting out); fails when a child failed or the time ran out. The parent sleeps
+/// through the measurement instead of polling, so it never takes a core from the children.
+pub(crate) fn wait_for_count_out(peers: &[Peer], ctl: &RawShm, receivers: u32) -> Result<()> {
+    let done = ctl.u32_at(MP_DONE);
+    let deadline = Instant::now() + MP_REP_LIMIT;
+    loop {
+        // SYNC: Acquire pairs with each receiver's AcqRel count-out, which follows the stores
+        // of its result line: the parent's loads of them see them.
+        let counted = done.load(Ordering::Acquire);
+        if counted == receivers {
+            return Ok(());
+        }
+        for peer in peers {
+            peer.check()?;
+        }
+        if Instant::now() >= deadline {
+            return Err("mpmc children did not finish in time".into());
+        }
+        futex_wait(done, counted, Duration::from_millis(50));
+    }
+}
+
 /// Counts this child in and sleeps until the parent's start signal.
 pub(crate) fn mp_ready_and_wait(ctl: &RawShm) -> Result<()> {
     // SYNC: AcqRel; the Release half pairs with the parent's Acquire load of the count.
@@ -530,8 +576,14 @@ pub(crate) fn mp_ready_and_wait(ctl: &RawShm) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn mpmc_sender_child(names: &[&str], id: u64, count: u64) -> Result<()> {
-    let chan = mpmc::Channel::<u64>::open(Backing::posix(names[0]), &mpmc::Options::new())?;
+pub(crate) fn mpmc_sender_child(
+    names: &[&str],
+    id: u64,
+    count: u64,
+    wait: WaitStrategy,
+) -> Result<()> {
+    let opts = mpmc::Options::new().wait_strategy(wait);
+    let chan = mpmc::Channel::<u64>::open(Backing::posix(names[0]), &opts)?;
     let mut tx = chan.sender()?;
     let ctl = RawShm::open(names[1])?;
     mp_ready_and_wait(&ctl)?;
@@ -547,8 +599,14 @@ pub(crate) fn mpmc_sender_child(names: &[&str], id: u64, count: u64) -> Result<(
     Ok(())
 }
 
-pub(crate) fn mpmc_receiver_child(names: &[&str], id: usize, senders: usize) -> Result<()> {
-    let chan = mpmc::Channel::<u64>::open(Backing::posix(names[0]), &mpmc::Options::new())?;
+pub(crate) fn mpmc_receiver_child(
+    names: &[&str],
+    id: usize,
+    senders: usize,
+    wait: WaitStrategy,
+) -> Result<()> {
+    let opts = mpmc::Options::new().wait_strategy(wait);
+    let chan = mpmc::Channel::<u64>::open(Backing::posix(names[0]), &opts)?;
     let mut rx = chan.receiver()?;
     let ctl = RawShm::open(names[1])?;
     if id >= MP_MAX_RECEIVERS {
@@ -592,6 +650,8 @@ pub(crate) fn mpmc_receiver_child(names: &[&str], id: usize, senders: usize) -> 
     }
     // SYNC: AcqRel; the Release half publishes the result line above to the parent's Acquire
     // load of the count.
-    ctl.u64_at(MP_DONE).fetch_add(1, Ordering::AcqRel);
+    let done = ctl.u32_at(MP_DONE);
+    done.fetch_add(1, Ordering::AcqRel);
+    futex_wake_all(done);
     Ok(())
 }
