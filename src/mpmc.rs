@@ -592,6 +592,30 @@ impl End {
         End::with_lane(Arc::clone(&self.shared), lane, self.wait)
     }
 
+    /// Runs one claim of the ring (`op`) with this handle's intent lane, taking turns with the
+    /// clones that share it, and a lookup of who holds a stuck claim among the endpoints of
+    /// role `holders` (rate-limited by [`StuckClaim`] unless `force`).
+    #[inline(always)]
+    fn claiming<R>(
+        &mut self,
+        holders: Role,
+        force: bool,
+        op: impl FnOnce(&Shared, &AtomicU64, &mut dyn FnMut(u64) -> Holder) -> R,
+    ) -> R {
+        let shared = &*self.shared;
+        let (liveness, stuck) = (&mut self.liveness, &mut self.stuck);
+        let mut holding = |p| {
+            if stuck.lookup_due(p, force) {
+                holder_of(&shared.segment, holders, p, liveness)
+            } else {
+                Holder::Live
+            }
+        };
+        let lane = &*self.lane;
+        let _turn = lane.shared.load(Ordering::Relaxed).then(|| lane.turn.lock());
+        op(shared, shared.intent(lane.lane), &mut holding)
+    }
+
     #[cold]
     fn poison(&mut self) {
         self.poisoned = true;
@@ -631,35 +655,22 @@ impl<T: Pod> Sender<T> {
         if end.poisoned {
             return Err(TrySendError::Corrupted(value));
         }
-        let segment = &end.shared.segment;
-        let ctl = control(segment);
-        let stats = &ctl.stats.0;
+        let stats = &control(&end.shared.segment).stats.0;
         if stats.receivers_ever.load(Ordering::Relaxed) != 0
             && stats.receivers_attached.load(Ordering::Relaxed) == 0
         {
             return Err(TrySendError::Disconnected(value));
         }
-        let (liveness, stuck) = (&mut end.liveness, &mut end.stuck);
-        let receiver_holding = |p| {
-            if stuck.lookup_due(p, false) {
-                holder_of(segment, Role::Receiver, p, liveness)
-            } else {
-                Holder::Live
-            }
-        };
-        let outcome = {
-            let lane = &*end.lane;
-            let _turn = lane.shared.load(Ordering::Relaxed).then(|| lane.turn.lock());
-            let intent = end.shared.intent(lane.lane);
-            end.shared.ring.push(ctl, &end.shared.slots, intent, &value, receiver_holding)
-        };
+        let outcome = end.claiming(Role::Receiver, false, |shared, intent, holding| {
+            shared.ring.push(control(&shared.segment), &shared.slots, intent, &value, holding)
+        });
         match outcome {
             Push::Done => {
-                wait::notify(&ctl.not_empty.0, end.fences, false);
+                wait::notify(&control(&end.shared.segment).not_empty.0, end.fences, false);
                 Ok(())
             }
             Push::Full => {
-                if end.liveness.all_gone(segment, Role::Receiver, false) {
+                if end.liveness.all_gone(&end.shared.segment, Role::Receiver, false) {
                     Err(TrySendError::Disconnected(value))
                 } else {
                     Err(TrySendError::Full(value))
@@ -912,22 +923,10 @@ impl<T: Pod> Receiver<T> {
 /// One pop by this receiver, with dead senders' claims resolved (looked up at once when
 /// `force`) and senders woken.
 fn pop<T: Pod>(end: &mut End, force: bool) -> Pop<T> {
-    let segment = &end.shared.segment;
-    let ctl = control(segment);
-    let (liveness, stuck) = (&mut end.liveness, &mut end.stuck);
-    let sender_holding = |p| {
-        if stuck.lookup_due(p, force) {
-            holder_of(segment, Role::Sender, p, liveness)
-        } else {
-            Holder::Live
-        }
-    };
-    let outcome = {
-        let lane = &*end.lane;
-        let _turn = lane.shared.load(Ordering::Relaxed).then(|| lane.turn.lock());
-        let intent = end.shared.intent(lane.lane);
-        end.shared.ring.pop(ctl, &end.shared.slots, intent, sender_holding)
-    };
+    let outcome = end.claiming(Role::Sender, force, |shared, intent, holding| {
+        shared.ring.pop(control(&shared.segment), &shared.slots, intent, holding)
+    });
+    let ctl = control(&end.shared.segment);
     match outcome {
         Pop::Item(_) => wait::notify(&ctl.not_full.0, end.fences, false),
         Pop::Corrupt => end.poison(),

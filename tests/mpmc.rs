@@ -6,19 +6,21 @@ mod common;
 use std::time::Duration;
 
 use common::ShmName;
-use shmchan::mpmc::{Channel, Options};
+use shmchan::mpmc::{Channel, Options, Receiver, Sender};
 use shmchan::{Backing, OpenError, RecvError, RecvTimeoutError, TryRecvError, TrySendError};
 
-#[test]
-fn every_message_exactly_once_across_threads_in_per_sender_order() {
-    let chan =
-        Channel::<[u64; 2]>::create(Backing::Anonymous, &Options::new().capacity(16)).unwrap();
-    let senders = 4u64;
-    let per_sender = 50_000u64;
-    let receivers: Vec<_> = (0..3).map(|_| chan.receiver().unwrap()).collect();
-    let sender_handles: Vec<_> = (0..senders).map(|_| chan.sender().unwrap()).collect();
-    let results = std::thread::scope(|s| {
-        for (id, mut tx) in sender_handles.into_iter().enumerate() {
+/// Sends `per_sender` sequenced messages from each sender handle and receives them on each
+/// receiver handle, every handle on its own thread; checks per-sender order on every receiver
+/// and that every message arrived exactly once, and nothing was counted lost.
+fn exactly_once_in_per_sender_order(
+    chan: &Channel<[u64; 2]>,
+    senders: Vec<Sender<[u64; 2]>>,
+    receivers: Vec<Receiver<[u64; 2]>>,
+    per_sender: u64,
+) {
+    let count = senders.len() as u64;
+    let mut all = std::thread::scope(|s| {
+        for (id, mut tx) in senders.into_iter().enumerate() {
             s.spawn(move || {
                 for seq in 0..per_sender {
                     tx.send([id as u64, seq]).unwrap();
@@ -29,7 +31,7 @@ fn every_message_exactly_once_across_threads_in_per_sender_order() {
             .into_iter()
             .map(|mut rx| {
                 s.spawn(move || {
-                    let mut last = vec![None::<u64>; senders as usize];
+                    let mut last = vec![None::<u64>; count as usize];
                     let mut got = Vec::new();
                     loop {
                         match rx.recv_timeout(Duration::from_secs(30)) {
@@ -48,13 +50,21 @@ fn every_message_exactly_once_across_threads_in_per_sender_order() {
             .collect();
         joins.into_iter().flat_map(|j| j.join().unwrap()).collect::<Vec<_>>()
     });
-    let mut all = results;
     all.sort_unstable();
     let expected: Vec<_> =
-        (0..senders).flat_map(|id| (0..per_sender).map(move |s| (id, s))).collect();
+        (0..count).flat_map(|id| (0..per_sender).map(move |s| (id, s))).collect();
     assert_eq!(all.len(), expected.len());
     assert_eq!(all, expected, "every message exactly once");
     assert_eq!(chan.lost_messages(), 0);
+}
+
+#[test]
+fn every_message_exactly_once_across_threads_in_per_sender_order() {
+    let chan =
+        Channel::<[u64; 2]>::create(Backing::Anonymous, &Options::new().capacity(16)).unwrap();
+    let receivers: Vec<_> = (0..3).map(|_| chan.receiver().unwrap()).collect();
+    let senders: Vec<_> = (0..4).map(|_| chan.sender().unwrap()).collect();
+    exactly_once_in_per_sender_order(&chan, senders, receivers, 50_000);
 }
 
 /// More clones than an entry has intent lanes: the first 15 handles of an entry claim in
@@ -68,43 +78,7 @@ fn clones_beyond_the_lanes_of_one_entry_take_turns_and_lose_nothing() {
     let receivers: Vec<_> = (0..18).map(|_| rx.clone()).collect();
     drop((tx, rx));
     assert!(matches!(chan.sender(), Err(OpenError::TooManyEndpoints { max: 1 })));
-    let per_sender = 2_000u64;
-    let got = std::thread::scope(|s| {
-        for (id, mut tx) in senders.into_iter().enumerate() {
-            s.spawn(move || {
-                for seq in 0..per_sender {
-                    tx.send([id as u64, seq]).unwrap();
-                }
-            });
-        }
-        let joins: Vec<_> = receivers
-            .into_iter()
-            .map(|mut rx| {
-                s.spawn(move || {
-                    let mut last = [None::<u64>; 20];
-                    let mut got = Vec::new();
-                    loop {
-                        match rx.recv_timeout(Duration::from_secs(30)) {
-                            Ok([id, seq]) => {
-                                let prev = &mut last[id as usize];
-                                assert!(prev.is_none_or(|p| p < seq), "per-sender order");
-                                *prev = Some(seq);
-                                got.push((id, seq));
-                            }
-                            Err(RecvTimeoutError::Disconnected) => return got,
-                            Err(e) => panic!("{e}"),
-                        }
-                    }
-                })
-            })
-            .collect();
-        joins.into_iter().flat_map(|j| j.join().unwrap()).collect::<Vec<_>>()
-    });
-    let mut got = got;
-    got.sort_unstable();
-    let want: Vec<_> = (0..20u64).flat_map(|id| (0..per_sender).map(move |s| (id, s))).collect();
-    assert_eq!(got, want);
-    assert_eq!(chan.lost_messages(), 0);
+    exactly_once_in_per_sender_order(&chan, senders, receivers, 2_000);
 }
 
 #[test]
