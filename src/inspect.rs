@@ -21,7 +21,7 @@ use crate::layout::{self, ElementType, Geometry, RawHeader, SpscControl, endpoin
 use crate::os::process::{self, Liveness};
 use crate::os::segment::{self as os_seg, Mapping};
 use crate::ring::bytes::BytesFlavor;
-use crate::ring::mpmc::{MpmcControl, MpmcFlavor, REGISTRY_OFFSET};
+use crate::ring::mpmc::{IDLE, LANES, MpmcControl, MpmcFlavor, REGISTRY_OFFSET};
 use crate::ring::spsc::SpscFlavor;
 use crate::sync::atomic::{AtomicU64, Ordering};
 
@@ -110,6 +110,11 @@ pub struct Endpoint {
     pub index: usize,
     /// What it holds.
     pub state: EndpointState,
+    /// MPMC: the lowest position this endpoint claimed and has not finished, as its intent
+    /// lanes tell (the shared `tail`/`head` is past it and the slot still shows the claim
+    /// unfinished). A live endpoint holds one for nanoseconds; one that stays, or one held by
+    /// a dead endpoint, is what a stalled ring waits on. `None` for SPSC and bytes.
+    pub unfinished_claim: Option<u64>,
 }
 
 /// One read of a segment's header and control block.
@@ -270,7 +275,7 @@ fn read_spsc_control(mapping: &Mapping, snap: &mut Snapshot) {
         (Role::Consumer, &control.endpoints.0.consumer),
     ] {
         if let Some(state) = endpoint_state(word.load(Ordering::Relaxed)) {
-            snap.endpoints.push(Endpoint { role, index: 0, state });
+            snap.endpoints.push(Endpoint { role, index: 0, state, unfinished_claim: None });
         }
     }
     snap.sleeping_senders = u32::from(control.producer_wait.0.load(Ordering::Relaxed) != 0);
@@ -296,15 +301,41 @@ fn read_mpmc_control(mapping: &Mapping, geometry: &Geometry, snap: &mut Snapshot
     snap.sleeping_senders = control.not_full.0.waiters.load(Ordering::Relaxed);
     let max = geometry.extra as usize;
     let registry = control_ptr.wrapping_add(REGISTRY_OFFSET as usize).cast::<AtomicU64>();
+    let stamp = |position: u64| {
+        let offset = geometry.slots_offset + (position & geometry.mask()) * geometry.slot_stride;
+        // SAFETY: the masked index is below the capacity, so the stamp (the first 8-aligned
+        // word of its slot) lies inside the slot array the validated geometry places in the
+        // mapping; loads only.
+        unsafe { &*mapping.base().as_ptr().add(offset as usize).cast::<AtomicU64>() }
+            .load(Ordering::Relaxed)
+    };
     for (role, first) in [(Role::Sender, 0), (Role::Receiver, max)] {
         for index in 0..max {
             // SAFETY: entry first + index < 2 * max_endpoints lies in the registry (see above),
-            // one line each, its owner word first (the registry starts on a line).
-            let word = unsafe { &*registry.add((first + index) * LINE_WORDS) };
-            if let Some(state) = endpoint_state(word.load(Ordering::Relaxed)) {
-                snap.endpoints.push(Endpoint { role, index, state });
-            }
+            // one line each: the owner word, then LANES intent words.
+            let entry = unsafe { registry.add((first + index) * LINE_WORDS) };
+            // SAFETY: as above; word 0 of the entry.
+            let Some(state) = endpoint_state(unsafe { &*entry }.load(Ordering::Relaxed)) else {
+                continue;
+            };
+            let unfinished_claim = (1..=LANES as usize)
+                // SAFETY: lane words 1..=LANES of the same entry line.
+                .map(|lane| unsafe { &*entry.add(lane) }.load(Ordering::Relaxed))
+                .filter(|&p| p != IDLE && unfinished(role, p, snap.tail, snap.head, stamp(p)))
+                .min();
+            snap.endpoints.push(Endpoint { role, index, state, unfinished_claim });
         }
+    }
+}
+
+/// Whether position `p`, named by an intent lane of an endpoint of `role`, is claimed and not
+/// finished: a sender's claim is past `tail` with the slot still free for `p`; a receiver's
+/// is past `head` with the slot still full (or lost) for `p` (see `ring::mpmc`).
+fn unfinished(role: Role, p: u64, tail: u64, head: u64, stamp: u64) -> bool {
+    const LOST: u64 = 1 << 63;
+    match role {
+        Role::Sender => p < tail && stamp == p,
+        _ => p < head && (stamp == p.wrapping_add(1) || stamp == LOST | p),
     }
 }
 
@@ -371,7 +402,8 @@ mod tests {
         assert!(snap.endpoints.contains(&Endpoint {
             role: Role::Producer,
             index: 0,
-            state: EndpointState::Detached { pid: me }
+            state: EndpointState::Detached { pid: me },
+            unfinished_claim: None,
         }));
     }
 
@@ -382,11 +414,24 @@ mod tests {
         let chan = crate::mpmc::Channel::<u32>::create(Backing::posix(&n), &opts).unwrap();
         let (mut tx, _rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
         tx.send(7).unwrap();
-        let snap = inspect(&Target::Posix(n)).unwrap();
+        let snap = inspect(&Target::Posix(n.clone())).unwrap();
         assert_eq!((snap.kind, snap.fill(), snap.max_endpoints), (Kind::Mpmc, 1, Some(4)));
         assert_eq!((snap.lost_writes, snap.lost_reads), (Some(0), Some(0)));
         let roles: Vec<Role> = snap.endpoints.iter().map(|e| e.role).collect();
         assert_eq!(roles, [Role::Sender, Role::Receiver]);
+        assert!(snap.endpoints.iter().all(|e| e.unfinished_claim.is_none()), "all finished");
+        // A claim left unfinished, as by a sender killed between its claim and its publish:
+        // its lane names the position at `tail`, `tail` moves past it, the slot stays free.
+        let file = std::fs::OpenOptions::new().write(true).open(format!("/dev/shm{n}")).unwrap();
+        let write = |offset: u64, value: u64| {
+            std::os::unix::fs::FileExt::write_all_at(&file, &value.to_le_bytes(), offset).unwrap()
+        };
+        let control = layout::CONTROL_OFFSET;
+        write(control + REGISTRY_OFFSET + 8, snap.tail);
+        write(control + layout::LINE, snap.tail + 1);
+        let after = inspect(&Target::Posix(n.clone())).unwrap();
+        let claims: Vec<_> = after.endpoints.iter().map(|e| e.unfinished_claim).collect();
+        assert_eq!(claims, [Some(snap.tail), None]);
 
         let n = name("bytes");
         let opts = crate::bytes::Options::new().capacity_bytes(4096).max_message(100);

@@ -34,7 +34,11 @@ pub fn endpoints_text(snap: &Snapshot) -> String {
         .map(|e| {
             let (pid, state) = pid_and_state(e.state);
             if matches!(snap.kind, Kind::Mpmc) {
-                format!("{}[{}] {pid} {state}", e.role.name(), e.index)
+                let claim = match e.unfinished_claim {
+                    Some(p) => format!(" (claim of position {p} unfinished)"),
+                    None => String::new(),
+                };
+                format!("{}[{}] {pid} {state}{claim}", e.role.name(), e.index)
             } else {
                 format!("{} {pid} {state}", e.role.name())
             }
@@ -60,7 +64,7 @@ pub fn snapshot_json(name: &SegmentName, snap: &Snapshot) -> Value {
         .map(|e| {
             let (pid, state) = pid_and_state(e.state);
             json!({"role": e.role.name(), "index": e.index, "pid": pid, "state": state,
-                   "alive": state == "alive"})
+                   "alive": state == "alive", "unfinished_claim": e.unfinished_claim})
         })
         .collect();
     json!({
