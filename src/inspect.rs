@@ -21,7 +21,9 @@ use crate::layout::{self, ElementType, Geometry, RawHeader, SpscControl, endpoin
 use crate::os::process::{self, Liveness};
 use crate::os::segment::{self as os_seg, Mapping};
 use crate::ring::bytes::BytesFlavor;
-use crate::ring::mpmc::{IDLE, LANES, MpmcControl, MpmcFlavor, REGISTRY_OFFSET};
+use crate::ring::mpmc::{
+    LANES, MpmcControl, MpmcFlavor, REGISTRY_OFFSET, read_unfinished, write_unfinished,
+};
 use crate::ring::spsc::SpscFlavor;
 use crate::sync::atomic::{AtomicU64, Ordering};
 
@@ -318,24 +320,17 @@ fn read_mpmc_control(mapping: &Mapping, geometry: &Geometry, snap: &mut Snapshot
             let Some(state) = endpoint_state(unsafe { &*entry }.load(Ordering::Relaxed)) else {
                 continue;
             };
+            let unfinished = |p| match role {
+                Role::Sender => write_unfinished(p, stamp(p), snap.tail),
+                _ => read_unfinished(p, stamp(p), snap.head),
+            };
             let unfinished_claim = (1..=LANES as usize)
                 // SAFETY: lane words 1..=LANES of the same entry line.
                 .map(|lane| unsafe { &*entry.add(lane) }.load(Ordering::Relaxed))
-                .filter(|&p| p != IDLE && unfinished(role, p, snap.tail, snap.head, stamp(p)))
+                .filter(|&p| unfinished(p))
                 .min();
             snap.endpoints.push(Endpoint { role, index, state, unfinished_claim });
         }
-    }
-}
-
-/// Whether position `p`, named by an intent lane of an endpoint of `role`, is claimed and not
-/// finished: a sender's claim is past `tail` with the slot still free for `p`; a receiver's
-/// is past `head` with the slot still full (or lost) for `p` (see `ring::mpmc`).
-fn unfinished(role: Role, p: u64, tail: u64, head: u64, stamp: u64) -> bool {
-    const LOST: u64 = 1 << 63;
-    match role {
-        Role::Sender => p < tail && stamp == p,
-        _ => p < head && (stamp == p.wrapping_add(1) || stamp == LOST | p),
     }
 }
 

@@ -46,6 +46,7 @@
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::os::fd::BorrowedFd;
+use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -430,16 +431,14 @@ impl Shared {
         let mut in_use = self.lanes_in_use.lock().unwrap_or_else(|e| e.into_inner());
         let lane = (0..LANES as u16).find(|&l| *in_use & (1 << l) == 0)?;
         *in_use |= 1 << lane;
+        let word = intent_lane(&self.segment, self.role, u64::from(self.index), u64::from(lane));
         Some(Arc::new(Lane {
             entry: Arc::clone(self),
             lane,
+            word: NonNull::from(word),
             shared: AtomicBool::new(false),
             turn: Mutex::new(()),
         }))
-    }
-
-    fn intent(&self, lane: u16) -> &AtomicU64 {
-        intent_lane(&self.segment, self.role, u64::from(self.index), u64::from(lane))
     }
 }
 
@@ -448,12 +447,28 @@ impl Shared {
 struct Lane {
     entry: Arc<Shared>,
     lane: u16,
+    /// The lane's intent word in the registry, found once (it is used by every operation).
+    word: NonNull<AtomicU64>,
     /// Set, for good, when a second handle starts using the lane. Only the lane's sole user
     /// can clone into it, and not while it is inside an operation (`&mut self`), so a user
     /// that sees it clear has the lane to itself.
     shared: AtomicBool,
     turn: Mutex<()>,
 }
+
+impl Lane {
+    fn intent(&self) -> &AtomicU64 {
+        // SAFETY: `word` points at an intent word inside the mapping, which `entry` (through
+        // its Arc<Segment>) keeps alive as long as `self`; only atomic operations reach it.
+        unsafe { self.word.as_ref() }
+    }
+}
+
+// SAFETY: the only raw pointer, `word`, points at an atomic in a mapping owned through `entry`
+// (not tied to a thread); the rest is Send.
+unsafe impl Send for Lane {}
+// SAFETY: as above; `&Lane` gives only atomic access to `word`, and `turn` is a Mutex.
+unsafe impl Sync for Lane {}
 
 impl Drop for Lane {
     fn drop(&mut self) {
@@ -613,7 +628,7 @@ impl End {
         };
         let lane = &*self.lane;
         let _turn = lane.shared.load(Ordering::Relaxed).then(|| lane.turn.lock());
-        op(shared, shared.intent(lane.lane), &mut holding)
+        op(shared, lane.intent(), &mut holding)
     }
 
     #[cold]

@@ -237,6 +237,18 @@ pub(crate) enum Holder {
     Nobody,
 }
 
+/// Whether a sender's claim of `p` is unfinished, by the slot's `stamp` and `tail` as loaded:
+/// `tail` is past `p` and the slot is still free for it.
+pub(crate) fn write_unfinished(p: u64, stamp: u64, tail: u64) -> bool {
+    p < MAX_POSITION && stamp == p && tail > p
+}
+
+/// Whether a receiver's claim of `p` is unfinished, by the slot's `stamp` and `head` as loaded:
+/// `head` is past `p` and the slot still holds its message (or its lost mark).
+pub(crate) fn read_unfinished(p: u64, stamp: u64, head: u64) -> bool {
+    p < MAX_POSITION && (stamp == p + 1 || stamp == LOST | p) && head > p
+}
+
 /// What a look at a possibly stuck claim found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Resolution {
@@ -443,12 +455,10 @@ impl Ring {
         p: u64,
         mut sender_holding: impl FnMut(u64) -> Holder,
     ) -> Resolution {
-        if p >= MAX_POSITION {
-            return Resolution::NotStuck;
-        }
         let slot = slots.stamp(p & self.mask);
         // SYNC: Acquire pairs with the senders' AcqRel claims: lanes naming `p` are visible.
-        if slot.load(Ordering::Acquire) != p || ctl.tail.0.load(Ordering::Acquire) <= p {
+        let (word, tail) = (slot.load(Ordering::Acquire), ctl.tail.0.load(Ordering::Acquire));
+        if !write_unfinished(p, word, tail) {
             return Resolution::NotStuck;
         }
         if sender_holding(p) != Holder::Dead {
@@ -473,14 +483,11 @@ impl Ring {
         p: u64,
         mut receiver_holding: impl FnMut(u64) -> Holder,
     ) -> Resolution {
-        if p >= MAX_POSITION {
-            return Resolution::NotStuck;
-        }
         let slot = slots.stamp(p & self.mask);
         // SYNC: Acquire pairs with the receivers' AcqRel claims of `head`: lanes naming `p`
         // are visible.
-        let word = slot.load(Ordering::Acquire);
-        if (word != p + 1 && word != LOST | p) || ctl.head.0.load(Ordering::Acquire) <= p {
+        let (word, head) = (slot.load(Ordering::Acquire), ctl.head.0.load(Ordering::Acquire));
+        if !read_unfinished(p, word, head) {
             return Resolution::NotStuck;
         }
         if receiver_holding(p) != Holder::Dead {

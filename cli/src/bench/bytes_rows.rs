@@ -24,11 +24,7 @@ pub(crate) fn steps(plan: &Plan) -> Vec<Step> {
         for size in plan.sizes.iter().copied() {
             let name = format!("latency/{transport}/{}", size_name(size));
             steps.push(Step::new(name.clone(), move |ctx: &mut Ctx<'_>| {
-                let samples = if wait == WaitStrategy::Spin {
-                    ctx.plan.spin_samples
-                } else {
-                    ctx.plan.sleep_samples
-                };
+                let samples = ctx.plan.latency_samples(wait == WaitStrategy::Spin);
                 let s = bytes_latency(
                     size,
                     (wait, wait_name),

@@ -71,6 +71,11 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Round trips for a ping-pong whose sides spin (`true`) or sleep when they wait.
+    pub fn latency_samples(&self, spinning: bool) -> usize {
+        if spinning { self.spin_samples } else { self.sleep_samples }
+    }
+
     pub fn new(quick: bool) -> Self {
         if quick {
             Plan {

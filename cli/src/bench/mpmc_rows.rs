@@ -66,11 +66,7 @@ pub(crate) fn steps(plan: &Plan) -> Vec<Step> {
         for size in plan.sizes.iter().copied() {
             let name = format!("latency/{transport}/{}", size_name(size));
             steps.push(Step::new(name.clone(), move |ctx: &mut Ctx<'_>| {
-                let samples = if wait == WaitStrategy::Spin {
-                    ctx.plan.spin_samples
-                } else {
-                    ctx.plan.sleep_samples
-                };
+                let samples = ctx.plan.latency_samples(wait == WaitStrategy::Spin);
                 let budget = ctx.plan.latency_budget;
                 let s = by_words!(size, mpmc_latency(wait, wait_name, samples, budget, ctx.there))?;
                 ctx.emit(
@@ -491,7 +487,8 @@ pub(crate) fn mpmc_throughput(
         }
         let everyone = (senders + receivers) as u64;
         // SYNC: Acquire pairs with each child's AcqRel count-in (`mp_ready_and_wait`).
-        wait_for_peers(&peers, || ctl.u64_at(MP_READY).load(Ordering::Acquire) == everyone)?;
+        let ready = || ctl.u64_at(MP_READY).load(Ordering::Acquire) == everyone;
+        wait_for_peers(&peers, ready, || std::thread::sleep(Duration::from_micros(500)))?;
         let t0 = monotonic_ns();
         // SYNC: Release pairs with the children's Acquire load of the start word.
         ctl.u32_at(MP_GO).store(1, Ordering::Release);
@@ -522,8 +519,13 @@ pub(crate) fn mpmc_throughput(
     Ok(Rates::from(rates, (per_sender * senders as u64) as usize))
 }
 
-/// Sleeps in short steps until `done()`; fails when a child failed or the time ran out.
-pub(crate) fn wait_for_peers(peers: &[Peer], mut done: impl FnMut() -> bool) -> Result<()> {
+/// Waits until `done()`, calling `pause()` between two looks; fails when a child failed or the
+/// time ran out.
+pub(crate) fn wait_for_peers(
+    peers: &[Peer],
+    mut done: impl FnMut() -> bool,
+    mut pause: impl FnMut(),
+) -> Result<()> {
     let deadline = Instant::now() + MP_REP_LIMIT;
     while !done() {
         for peer in peers {
@@ -532,32 +534,27 @@ pub(crate) fn wait_for_peers(peers: &[Peer], mut done: impl FnMut() -> bool) -> 
         if Instant::now() >= deadline {
             return Err("mpmc children did not finish in time".into());
         }
-        std::thread::sleep(Duration::from_micros(500));
+        pause();
     }
     Ok(())
 }
 
 /// Sleeps on the count-out word until `receivers` receivers have counted out (a receiver wakes
-/// it after counting out); fails when a child failed or the time ran out. The parent sleeps
-/// through the measurement instead of polling, so it never takes a core from the children.
+/// it after counting out). The parent sleeps through the measurement instead of polling, so it
+/// never takes a core from the children.
 pub(crate) fn wait_for_count_out(peers: &[Peer], ctl: &RawShm, receivers: u32) -> Result<()> {
     let done = ctl.u32_at(MP_DONE);
-    let deadline = Instant::now() + MP_REP_LIMIT;
-    loop {
-        // SYNC: Acquire pairs with each receiver's AcqRel count-out, which follows the stores
-        // of its result line: the parent's loads of them see them.
-        let counted = done.load(Ordering::Acquire);
-        if counted == receivers {
-            return Ok(());
+    // SYNC: Acquire pairs with each receiver's AcqRel count-out, which follows the stores of
+    // its result line: the parent's loads of them see them.
+    let counted_out = || done.load(Ordering::Acquire) == receivers;
+    // A count-out after this load makes the futex wait return at once.
+    let sleep = || {
+        let counted = done.load(Ordering::Relaxed);
+        if counted != receivers {
+            futex_wait(done, counted, Duration::from_millis(50));
         }
-        for peer in peers {
-            peer.check()?;
-        }
-        if Instant::now() >= deadline {
-            return Err("mpmc children did not finish in time".into());
-        }
-        futex_wait(done, counted, Duration::from_millis(50));
-    }
+    };
+    wait_for_peers(peers, counted_out, sleep)
 }
 
 /// Counts this child in and sleeps until the parent's start signal.

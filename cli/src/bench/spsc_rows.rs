@@ -48,11 +48,7 @@ pub(crate) fn steps(plan: &Plan) -> Vec<Step> {
         for size in with_8(plan) {
             let name = format!("latency/{transport}/{}", size_name(size));
             steps.push(Step::new(name.clone(), move |ctx: &mut Ctx<'_>| {
-                let samples = if mode == Mode::Sleep {
-                    ctx.plan.sleep_samples
-                } else {
-                    ctx.plan.spin_samples
-                };
+                let samples = ctx.plan.latency_samples(mode != Mode::Sleep);
                 let budget = ctx.plan.latency_budget;
                 let s = by_size!(size, shmchan_latency(mode, samples, budget, ctx.there))?;
                 if size == 8 {
