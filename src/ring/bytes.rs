@@ -297,11 +297,12 @@ unsafe impl DataMemory for SharedData {
 
     #[inline(always)]
     fn prefetch_for_write(&self, offset: u64, len: u64) {
-        let (start, end) = (offset & !(CACHE_LINE - 1), offset + len);
-        let mut line = start;
+        // Bounds checked once; a prefetch never dereferences, so the steps need no checks.
+        let end = self.ptr(offset + len);
+        let mut line = self.ptr(offset & !(CACHE_LINE - 1));
         while line < end {
-            crate::sync::prefetch::for_write(self.ptr(line));
-            line += CACHE_LINE;
+            crate::sync::prefetch::for_write(line);
+            line = line.wrapping_add(CACHE_LINE as usize);
         }
     }
 }
@@ -516,14 +517,14 @@ impl ProducerRing {
     /// consumer may still be reading.
     #[inline]
     fn prefetch_next<D: DataMemory>(&self, data: &D, rec: u64) {
-        // Free room from the tail on, as far as the cached head tells.
-        let room = self.capacity - self.tail.wrapping_sub(self.cached_head);
-        let len = rec.min(PREFETCH_MAX).min(room);
+        let len = rec.min(PREFETCH_MAX).min(self.cached_free());
         let offset = self.tail & (self.capacity - 1);
         // The end of the area splits the range in two.
         let first = len.min(self.capacity - offset);
         data.prefetch_for_write(offset, first);
-        data.prefetch_for_write(0, len - first);
+        if len > first {
+            data.prefetch_for_write(0, len - first);
+        }
     }
 
     /// Bytes free as far as the cached head tells (a lower bound).
