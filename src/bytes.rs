@@ -93,9 +93,9 @@ impl Default for Options {
 }
 
 impl Options {
-    /// Defaults: a 64 KiB data area, the largest `max_message` it allows, mode 0600, spin
-    /// 50 µs then sleep, the creator removes the name on drop, only our own user's segments
-    /// open, 1 s open timeout.
+    /// Defaults: a 64 KiB data area, the largest `max_message` it allows, mode 0600,
+    /// [`WaitStrategy::Adaptive`], the creator removes the name on drop, only our own user's
+    /// segments open, 1 s open timeout.
     pub fn new() -> Self {
         Self::default()
     }

@@ -11,8 +11,10 @@
 //! a slow one (see the delivery rules below). An entry has 15 intent words: up to 15 handles
 //! of one entry work in parallel; further clones share one and take turns.
 //!
-//! For throughput with more endpoints than cores, give every handle
-//! [`WaitStrategy::Sleep`] (see there why).
+//! The default wait strategy ([`WaitStrategy::Adaptive`]) spins briefly before it sleeps,
+//! unless the registry entries attached outnumber the CPUs online: then a blocked call sleeps
+//! at once, as spinning would only hold a CPU a peer needs. For throughput whatever the count,
+//! give every handle [`WaitStrategy::Sleep`] (see there why).
 //!
 //! ```
 //! use shmchan::mpmc::{Channel, Options};
@@ -85,7 +87,7 @@ impl Default for Options {
 
 impl Options {
     /// Defaults: capacity 1024, 64 endpoints of each role, mode 0600, default fingerprint,
-    /// spin 50 µs then sleep, the creator removes the name on drop, 1 s open timeout.
+    /// [`WaitStrategy::Adaptive`], the creator removes the name on drop, 1 s open timeout.
     pub fn new() -> Self {
         Self::default()
     }
@@ -807,6 +809,10 @@ impl<T: Pod> Attempt for SendOne<'_, T> {
         let end = &mut self.sender.end;
         end.liveness.all_gone(&end.shared.segment, Role::Receiver, true);
     }
+
+    fn endpoints(&self) -> u64 {
+        attached_endpoints(&self.sender.end.shared.segment)
+    }
 }
 
 /// The receiving end of an MPMC channel. Cloning shares the registry entry (see the module docs).
@@ -970,6 +976,18 @@ impl<T: Pod> Attempt for RecvOne<'_, T> {
         let end = &mut self.receiver.end;
         end.liveness.all_gone(&end.shared.segment, Role::Sender, true);
     }
+
+    fn endpoints(&self) -> u64 {
+        attached_endpoints(&self.receiver.end.shared.segment)
+    }
+}
+
+/// Registry entries attached, both roles, as the counts in the segment say (a hint: a peer
+/// may have written anything there, and it only steers how long a waiter spins).
+fn attached_endpoints(segment: &Segment) -> u64 {
+    let stats = &control(segment).stats.0;
+    u64::from(stats.senders_attached.load(Ordering::Relaxed))
+        + u64::from(stats.receivers_attached.load(Ordering::Relaxed))
 }
 
 #[cfg(all(test, not(shmchan_loom)))]
@@ -1003,6 +1021,23 @@ mod tests {
         ctl.stats.0.senders_ever.store(1, Ordering::Relaxed);
         ctl.tail.0.store(p + 1, Ordering::Relaxed);
         p
+    }
+
+    #[test]
+    fn adaptive_waits_count_attached_entries_not_clones() {
+        let chan = channel(4);
+        let tx = chan.sender().unwrap();
+        let tx_clone = tx.clone();
+        let rx = chan.receiver().unwrap();
+        assert_eq!(attached_endpoints(&chan.segment), 2);
+        let second_tx = chan.sender().unwrap();
+        assert_eq!(attached_endpoints(&chan.segment), 3);
+        drop(tx_clone);
+        assert_eq!(attached_endpoints(&chan.segment), 3, "the entry stays while a handle holds it");
+        drop((second_tx, rx));
+        assert_eq!(attached_endpoints(&chan.segment), 1);
+        drop(tx);
+        assert_eq!(attached_endpoints(&chan.segment), 0);
     }
 
     #[test]

@@ -59,7 +59,9 @@ macro_rules! common_option_setters {
             self
         }
 
-        /// How blocking calls wait (default: spin 50 µs, then sleep on the futex).
+        /// How blocking calls wait. Default: [`WaitStrategy::Adaptive`](crate::WaitStrategy),
+        /// spin 50 µs, then sleep on the futex; sleep at once when the endpoints outnumber
+        /// the CPUs.
         pub fn wait_strategy(mut self, wait: $crate::WaitStrategy) -> Self {
             self.common.wait = wait;
             self

@@ -74,8 +74,9 @@ impl Default for Options {
 }
 
 impl Options {
-    /// Defaults: capacity 1024, mode 0600, default fingerprint, spin 50 µs then sleep, the
-    /// creator removes the name on drop, only our own user's segments open, 1 s open timeout.
+    /// Defaults: capacity 1024, mode 0600, default fingerprint, [`WaitStrategy::Adaptive`],
+    /// the creator removes the name on drop, only our own user's segments open, 1 s open
+    /// timeout.
     pub fn new() -> Self {
         Self::default()
     }

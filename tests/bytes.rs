@@ -316,6 +316,7 @@ fn streams_between_threads_with_every_strategy() {
         WaitStrategy::Spin,
         WaitStrategy::Sleep,
         WaitStrategy::SpinThenSleep(Duration::from_micros(20)),
+        WaitStrategy::Adaptive,
     ] {
         let opts = Options::new().capacity_bytes(1024).wait_strategy(wait);
         let chan = Channel::create(Backing::Anonymous, &opts).unwrap();

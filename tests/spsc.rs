@@ -87,6 +87,7 @@ fn million_messages_between_threads_every_strategy() {
         WaitStrategy::Spin,
         WaitStrategy::Sleep,
         WaitStrategy::SpinThenSleep(Duration::from_micros(20)),
+        WaitStrategy::Adaptive,
     ] {
         let opts = Options::new().capacity(64).wait_strategy(wait);
         let chan = Channel::<u64>::create(Backing::Anonymous, &opts).unwrap();

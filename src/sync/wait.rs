@@ -28,30 +28,38 @@ use crate::sync::fence::Fences;
 use crate::sync::park::{self, WaitOutcome};
 
 /// How a blocking call waits for the ring to change.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WaitStrategy {
     /// Busy-wait with pause hints, yielding the core now and then (after every attempt once a
     /// yield shows the core is shared). Lowest latency; burns a core while waiting. Peer
     /// liveness and the deadline are still checked.
     Spin,
-    /// Busy-wait for the given time, then sleep on the futex. The default, with 50 µs: short
-    /// waits never pay a wake-up, long waits use no CPU.
+    /// Busy-wait for the given time, then sleep on the futex: short waits never pay a
+    /// wake-up, long waits use no CPU.
     SpinThenSleep(Duration),
     /// Sleep on the futex at once. Best for throughput when the other side is usually the
     /// slower one, and whenever the endpoints outnumber the cores: a waiting side that spins
     /// keeps reading the very cache lines the other side is writing, while a sleeping one lets
     /// it fill (or drain) the ring undisturbed and then takes many messages per wake-up. Each
-    /// wait costs a wake-up (tens of µs) in latency. Measured on 2 cores (BENCHMARKS.md): an
-    /// MPMC channel with 2 sender and 2 receiver processes moves 2.5 to 3.7 × as many messages
-    /// with `Sleep` as with the default.
+    /// wait costs a wake-up (tens of µs) in latency.
     Sleep,
+    /// The default: [`SpinThenSleep`](Self::SpinThenSleep) with 50 µs while the channel's
+    /// endpoints can each have a CPU of their own, [`Sleep`](Self::Sleep) when they outnumber
+    /// the CPUs online. A spinner on an oversubscribed machine holds a CPU the side it waits
+    /// for may need; measured on 2 cores (BENCHMARKS.md), an MPMC channel with 2 sender and 2
+    /// receiver processes moves 2 to 3.7 × as many messages sleeping as spinning first.
+    ///
+    /// The count is looked at when a call blocks, not before: an SPSC channel or byte ring
+    /// has two endpoints; an MPMC channel counts the registry entries attached (a handle and
+    /// its clones count once; an entry left by a crashed process counts until it is taken
+    /// over). CPUs are those online on the host, not those of a container's cpuset.
+    #[default]
+    Adaptive,
 }
 
-impl Default for WaitStrategy {
-    fn default() -> Self {
-        WaitStrategy::SpinThenSleep(Duration::from_micros(50))
-    }
-}
+/// How long [`WaitStrategy::Adaptive`] spins while the endpoints do not outnumber the CPUs.
+const ADAPTIVE_SPIN: Duration = Duration::from_micros(50);
 
 /// The longest one futex sleep lasts before the state is checked again.
 pub(crate) const SLICE: Duration = Duration::from_millis(25);
@@ -78,6 +86,11 @@ pub(crate) trait Attempt {
     fn attempt(&mut self) -> Option<Self::Output>;
     /// Looks at the peer's liveness (may make system calls); called at most once per interval.
     fn check_peer(&mut self);
+    /// How many endpoints share the channel ([`WaitStrategy::Adaptive`]); asked once per
+    /// blocked call.
+    fn endpoints(&self) -> u64 {
+        2
+    }
 }
 
 /// Where a blocked side announces itself and sleeps.
@@ -138,6 +151,29 @@ impl Sleeper for Waiters {
     fn retire(&self, _: u32) {}
 }
 
+/// How long a blocked call spins before it sleeps (`None`: it never sleeps). `endpoints` is
+/// asked only for [`WaitStrategy::Adaptive`].
+fn spin_budget(
+    strategy: WaitStrategy,
+    endpoints: impl FnOnce() -> u64,
+    cpus: u64,
+) -> Option<Duration> {
+    match strategy {
+        WaitStrategy::Spin => None,
+        WaitStrategy::SpinThenSleep(d) => Some(d),
+        WaitStrategy::Sleep => Some(Duration::ZERO),
+        WaitStrategy::Adaptive if endpoints() > cpus => Some(Duration::ZERO),
+        WaitStrategy::Adaptive => Some(ADAPTIVE_SPIN),
+    }
+}
+
+/// CPUs online on this host, asked once per process. Not the CPUs this process may run on:
+/// an endpoint pinned to one CPU shares the machine with peers pinned to others.
+fn online_cpus() -> u64 {
+    static CPUS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(crate::os::process::online_cpus)
+}
+
 /// When a spinning waiter yields its core. It yields early, and measures each yield: one that
 /// came back at once found nobody else to run, so the next comes later (the waiter keeps its
 /// reaction time); one that took a context switch shows the core is shared, perhaps with the
@@ -195,11 +231,7 @@ pub(crate) fn block<A: Attempt, S: Sleeper + ?Sized>(
     }
     let started = Instant::now();
     let mut last_peer_check = started;
-    let spin_for = match strategy {
-        WaitStrategy::Spin => None,
-        WaitStrategy::SpinThenSleep(d) => Some(d),
-        WaitStrategy::Sleep => Some(Duration::ZERO),
-    };
+    let spin_for = spin_budget(strategy, || op.endpoints(), online_cpus());
 
     let mut yields = YieldPacing::new();
     loop {
@@ -326,4 +358,39 @@ pub(crate) fn wake_unconditionally(word: &AtomicU32) {
     crate::sync::atomic::fence(Ordering::SeqCst);
     word.store(AWAKE, Ordering::Relaxed);
     park::wake_all(word);
+}
+
+#[cfg(all(test, not(shmchan_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adaptive_sleeps_at_once_only_when_endpoints_outnumber_cpus() {
+        let asked = std::cell::Cell::new(0);
+        let count = |n: u64| {
+            let asked = &asked;
+            move || {
+                asked.set(asked.get() + 1);
+                n
+            }
+        };
+        assert_eq!(spin_budget(WaitStrategy::Adaptive, count(2), 2), Some(ADAPTIVE_SPIN));
+        assert_eq!(spin_budget(WaitStrategy::Adaptive, count(3), 2), Some(Duration::ZERO));
+        assert_eq!(spin_budget(WaitStrategy::Adaptive, count(8), 8), Some(ADAPTIVE_SPIN));
+        assert_eq!(spin_budget(WaitStrategy::Adaptive, count(2), 1), Some(Duration::ZERO));
+        assert_eq!(asked.get(), 4);
+
+        // The explicit strategies mean what they say, whatever the count.
+        let d = Duration::from_micros(7);
+        assert_eq!(spin_budget(WaitStrategy::SpinThenSleep(d), count(100), 1), Some(d));
+        assert_eq!(spin_budget(WaitStrategy::Sleep, count(1), 64), Some(Duration::ZERO));
+        assert_eq!(spin_budget(WaitStrategy::Spin, count(100), 1), None);
+        assert_eq!(asked.get(), 4, "only Adaptive looks at the count");
+    }
+
+    #[test]
+    fn the_default_is_adaptive_and_this_host_has_a_cpu() {
+        assert_eq!(WaitStrategy::default(), WaitStrategy::Adaptive);
+        assert!(online_cpus() >= 1);
+    }
 }

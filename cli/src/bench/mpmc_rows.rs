@@ -41,10 +41,11 @@ pub(crate) const LATENCY_WAITS: [(WaitStrategy, &str); 2] =
     [(WaitStrategy::Spin, "spin"), (WaitStrategy::Sleep, "sleep")];
 
 /// The wait strategies of the scaling rows (P senders and C receivers), with their families:
-/// sleeping on the futex whenever a side waits, and the default (spin 50 µs, then sleep).
+/// sleeping on the futex whenever a side waits, and the default ([`WaitStrategy::Adaptive`]:
+/// spin 50 µs, then sleep, unless the endpoints outnumber the CPUs).
 pub(crate) const SCALING_WAITS: [(WaitStrategy, &str, &str); 2] = [
     (WaitStrategy::Sleep, "sleep", "shmchan_mpmc_sleep"),
-    (WaitStrategy::SpinThenSleep(Duration::from_micros(50)), "spin_then_sleep", "shmchan_mpmc"),
+    (WaitStrategy::Adaptive, "default", "shmchan_mpmc"),
 ];
 
 pub(crate) fn parse_wait(name: &str) -> Result<WaitStrategy> {
@@ -109,9 +110,9 @@ pub(crate) fn steps(plan: &Plan) -> Vec<Step> {
                     (true, 1) => &mut fig.mpmc_1p1c,
                     (true, 2) => &mut fig.mpmc_2p2c,
                     (true, _) => &mut fig.mpmc_4p4c,
-                    (false, 1) => &mut fig.mpmc_spinning_1p1c,
-                    (false, 2) => &mut fig.mpmc_spinning_2p2c,
-                    (false, _) => &mut fig.mpmc_spinning_4p4c,
+                    (false, 1) => &mut fig.mpmc_default_1p1c,
+                    (false, 2) => &mut fig.mpmc_default_2p2c,
+                    (false, _) => &mut fig.mpmc_default_4p4c,
                 };
                 *slot = t.median;
                 ctx.emit(

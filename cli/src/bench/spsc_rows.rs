@@ -140,7 +140,8 @@ pub(crate) enum Mode {
     Spin,
     /// `send`/`recv` with `WaitStrategy::Sleep`.
     Sleep,
-    /// `send`/`recv` with the default strategy.
+    /// `send`/`recv` spinning 50 µs, then sleeping (the default's choice for two endpoints
+    /// on two or more CPUs).
     SpinThenSleep,
     /// `try_send`/`try_recv` in a spin loop (diagnostic).
     TrySpin,
@@ -167,7 +168,7 @@ impl Mode {
         match self {
             Mode::Spin | Mode::TrySpin => WaitStrategy::Spin,
             Mode::Sleep => WaitStrategy::Sleep,
-            Mode::SpinThenSleep => WaitStrategy::default(),
+            Mode::SpinThenSleep => WaitStrategy::SpinThenSleep(Duration::from_micros(50)),
         }
     }
 }
