@@ -66,7 +66,7 @@ use std::time::{Duration, Instant};
 use bytemuck::Pod;
 
 use crate::endpoint::{PeerWatch, claim, detach, detach_after_failure};
-use crate::error::{OpenError, RecvError, RecvTimeoutError, TryRecvError};
+use crate::error::{OpenError, RecvError, RecvTimeoutError, TryRecvError, untimed_recv};
 use crate::layout::ElementType;
 use crate::options::{Common, common_option_setters};
 use crate::ring::bytes::{
@@ -378,13 +378,6 @@ impl From<SendTimeoutError> for SendError {
             SendTimeoutError::Corrupted => SendError::Corrupted,
             SendTimeoutError::Timeout | SendTimeoutError::Disconnected => SendError::Disconnected,
         }
-    }
-}
-
-fn recv_error(e: RecvTimeoutError) -> RecvError {
-    match e {
-        RecvTimeoutError::Corrupted => RecvError::Corrupted,
-        RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected => RecvError::Disconnected,
     }
 }
 
@@ -834,7 +827,7 @@ impl Consumer {
     /// [`RecvError::Disconnected`] when the producer is gone and the ring is drained;
     /// [`RecvError::Corrupted`].
     pub fn read(&mut self) -> Result<ReadGrant<'_>, RecvError> {
-        let record = self.peek_until(None).map_err(recv_error)?;
+        let record = self.peek_until(None).map_err(untimed_recv)?;
         Ok(ReadGrant { consumer: self, record })
     }
 

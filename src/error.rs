@@ -260,3 +260,46 @@ impl fmt::Display for RecvError {
 impl std::error::Error for TryRecvError {}
 impl std::error::Error for RecvTimeoutError {}
 impl std::error::Error for RecvError {}
+
+// What the blocking calls of every kind of channel make of the non-blocking ones.
+
+/// The first try of a blocking send: sent (`None`), full (`Some`: wait, with the value back),
+/// or a final error.
+pub(crate) fn first_try_send<T>(
+    tried: Result<(), TrySendError<T>>,
+) -> Result<Option<T>, SendError<T>> {
+    match tried {
+        Ok(()) => Ok(None),
+        Err(TrySendError::Full(v)) => Ok(Some(v)),
+        Err(TrySendError::Disconnected(v)) => Err(SendError::Disconnected(v)),
+        Err(TrySendError::Corrupted(v)) => Err(SendError::Corrupted(v)),
+    }
+}
+
+/// The error of a send that waited with no deadline (which cannot time out).
+pub(crate) fn untimed_send<T>(e: SendTimeoutError<T>) -> SendError<T> {
+    match e {
+        SendTimeoutError::Corrupted(v) => SendError::Corrupted(v),
+        SendTimeoutError::Timeout(v) | SendTimeoutError::Disconnected(v) => {
+            SendError::Disconnected(v)
+        }
+    }
+}
+
+/// The first try of a blocking receive: a message, empty (`None`: wait), or a final error.
+pub(crate) fn first_try_recv<T>(tried: Result<T, TryRecvError>) -> Result<Option<T>, RecvError> {
+    match tried {
+        Ok(value) => Ok(Some(value)),
+        Err(TryRecvError::Empty) => Ok(None),
+        Err(TryRecvError::Disconnected) => Err(RecvError::Disconnected),
+        Err(TryRecvError::Corrupted) => Err(RecvError::Corrupted),
+    }
+}
+
+/// The error of a receive that waited with no deadline (which cannot time out).
+pub(crate) fn untimed_recv(e: RecvTimeoutError) -> RecvError {
+    match e {
+        RecvTimeoutError::Corrupted => RecvError::Corrupted,
+        RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected => RecvError::Disconnected,
+    }
+}

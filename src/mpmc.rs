@@ -56,7 +56,8 @@ use bytemuck::Pod;
 
 use crate::endpoint::{my_endpoint_word, owner_is_dead};
 use crate::error::{
-    OpenError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
+    OpenError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
+    TrySendError, first_try_recv, first_try_send, untimed_recv, untimed_send,
 };
 use crate::layout::{self, ElementType, endpoint};
 use crate::options::{Common, common_option_setters};
@@ -705,18 +706,10 @@ impl<T: Pod> Sender<T> {
     /// # Errors
     /// [`SendError::Disconnected`] once every receiver is gone; [`SendError::Corrupted`].
     pub fn send(&mut self, value: T) -> Result<(), SendError<T>> {
-        match self.try_send(value) {
-            Ok(()) => return Ok(()),
-            Err(TrySendError::Full(_)) => {}
-            Err(TrySendError::Disconnected(v)) => return Err(SendError::Disconnected(v)),
-            Err(TrySendError::Corrupted(v)) => return Err(SendError::Corrupted(v)),
+        match first_try_send(self.try_send(value))? {
+            None => Ok(()),
+            Some(value) => self.send_until(value, None).map_err(untimed_send),
         }
-        self.send_until(value, None).map_err(|e| match e {
-            SendTimeoutError::Corrupted(v) => SendError::Corrupted(v),
-            SendTimeoutError::Timeout(v) | SendTimeoutError::Disconnected(v) => {
-                SendError::Disconnected(v)
-            }
-        })
     }
 
     /// Sends `value`, waiting at most `timeout` while the ring is full.
@@ -873,16 +866,10 @@ impl<T: Pod> Receiver<T> {
     /// [`RecvError::Disconnected`] once every sender is gone and the ring is drained;
     /// [`RecvError::Corrupted`].
     pub fn recv(&mut self) -> Result<T, RecvError> {
-        match self.try_recv() {
-            Ok(value) => return Ok(value),
-            Err(TryRecvError::Empty) => {}
-            Err(TryRecvError::Disconnected) => return Err(RecvError::Disconnected),
-            Err(TryRecvError::Corrupted) => return Err(RecvError::Corrupted),
+        match first_try_recv(self.try_recv())? {
+            Some(value) => Ok(value),
+            None => self.recv_until(None).map_err(untimed_recv),
         }
-        self.recv_until(None).map_err(|e| match e {
-            RecvTimeoutError::Corrupted => RecvError::Corrupted,
-            _ => RecvError::Disconnected,
-        })
     }
 
     /// Receives a message, waiting at most `timeout`.
