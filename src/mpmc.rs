@@ -12,7 +12,8 @@
 //! of one entry work in parallel; further clones share one and take turns.
 //!
 //! The default wait strategy ([`WaitStrategy::Adaptive`]) spins briefly before it sleeps,
-//! unless the registry entries attached outnumber the CPUs online: then a blocked call sleeps
+//! unless the registry entries attached outnumber the CPUs (online, within a cgroup CPU
+//! quota): then a blocked call sleeps
 //! at once, as spinning would only hold a CPU a peer needs. For throughput whatever the count,
 //! give every handle [`WaitStrategy::Sleep`] (see there why).
 //!

@@ -21,15 +21,6 @@ pub(crate) enum Liveness {
     Dead,
 }
 
-/// CPUs online on this host (at least 1; 1 when the kernel will not say).
-pub(crate) fn online_cpus() -> u64 {
-    use nix::unistd::{SysconfVar, sysconf};
-    match sysconf(SysconfVar::_NPROCESSORS_ONLN) {
-        Ok(Some(n)) if n > 0 => n as u64,
-        _ => 1,
-    }
-}
-
 /// The calling process's identity. Recomputed after `fork` (the pid changes).
 pub(crate) fn current() -> io::Result<ProcessId> {
     let pid = std::process::id();

@@ -47,7 +47,7 @@ pub enum WaitStrategy {
     Sleep,
     /// The default: [`SpinThenSleep`](Self::SpinThenSleep) with 50 µs while the channel's
     /// endpoints can each have a CPU of their own, [`Sleep`](Self::Sleep) when they outnumber
-    /// the CPUs online. A spinner on an oversubscribed machine holds a CPU the side it waits
+    /// the CPUs. A spinner on an oversubscribed machine holds a CPU the side it waits
     /// for may need; measured on 2 cores (BENCHMARKS.md), an MPMC channel with 2 sender and 2
     /// receiver processes moves 2 to 3.7 × as many messages sleeping as spinning first.
     ///
@@ -59,7 +59,10 @@ pub enum WaitStrategy {
     /// The count is looked at when a call blocks, not before: an SPSC channel or byte ring
     /// has two endpoints; an MPMC channel counts the registry entries attached (a handle and
     /// its clones count once; an entry left by a crashed process counts until it is taken
-    /// over). CPUs are those online on the host, not those of a container's cpuset.
+    /// over). CPUs are those online, bounded by the CPU quota of our cgroup (cgroup v2
+    /// `cpu.max`: a container's CPU limit), read once per process at its first blocking call.
+    /// Not this process's affinity (endpoints pinned one per CPU still have a CPU each), and
+    /// not a cpuset or a cgroup v1 quota.
     #[default]
     Adaptive,
 }
@@ -185,11 +188,10 @@ fn spin_is_over(
     spin_for.is_some_and(|d| spun >= d || (core_is_shared && strategy == WaitStrategy::Adaptive))
 }
 
-/// CPUs online on this host, asked once per process. Not the CPUs this process may run on:
-/// an endpoint pinned to one CPU shares the machine with peers pinned to others.
-fn online_cpus() -> u64 {
+/// CPUs the channel's processes share (see [`crate::os::cpus`]), asked once per process.
+fn usable_cpus() -> u64 {
     static CPUS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *CPUS.get_or_init(crate::os::process::online_cpus)
+    *CPUS.get_or_init(crate::os::cpus::usable)
 }
 
 /// When a spinning waiter yields its core. It yields early, and measures each yield: one that
@@ -254,7 +256,7 @@ pub(crate) fn block<A: Attempt, S: Sleeper + ?Sized>(
     }
     let started = Instant::now();
     let mut last_peer_check = started;
-    let spin_for = spin_budget(strategy, || op.endpoints(), online_cpus());
+    let spin_for = spin_budget(strategy, || op.endpoints(), usable_cpus());
 
     let mut yields = YieldPacing::new();
     loop {
@@ -429,6 +431,6 @@ mod tests {
     #[test]
     fn the_default_is_adaptive_and_this_host_has_a_cpu() {
         assert_eq!(WaitStrategy::default(), WaitStrategy::Adaptive);
-        assert!(online_cpus() >= 1);
+        assert!(usable_cpus() >= 1);
     }
 }
