@@ -13,9 +13,9 @@
 //!
 //! The default wait strategy ([`WaitStrategy::Adaptive`]) spins briefly before it sleeps,
 //! unless the registry entries attached outnumber the CPUs (online, within a cgroup CPU
-//! quota): then a blocked call sleeps
-//! at once, as spinning would only hold a CPU a peer needs. For throughput whatever the count,
-//! give every handle [`WaitStrategy::Sleep`] (see there why).
+//! quota): then a blocked call sleeps at once, as spinning would only hold a CPU a peer needs.
+//! For throughput whatever the count, give every handle [`WaitStrategy::Sleep`] (see there
+//! why).
 //!
 //! ```
 //! use shmchan::mpmc::{Channel, Options};

@@ -3,8 +3,8 @@
 //! ```text
 //!            attempt ok                         attempt ok
 //!   ┌──────────────────────── SPINNING ─────────────────────────┐
-//!   │                             │ spin budget spent (Adaptive: │
-//!   │                             │ also once a yield ran another task)
+//!   │                             │ spin budget spent (Adaptive:│
+//!   │                             │ or a yield ran another task)│
 //!   │                             ▼                             │
 //!   │   word := SLEEPING; heavy fence; attempt ── ok ──► word := AWAKE, done
 //!   │                             │ still blocked
@@ -160,18 +160,18 @@ impl Sleeper for Waiters {
     fn retire(&self, _: u32) {}
 }
 
-/// How long a blocked call spins before it sleeps (`None`: it never sleeps). `endpoints` is
-/// asked only for [`WaitStrategy::Adaptive`].
+/// How long a blocked call spins before it sleeps (`None`: it never sleeps). `endpoints` and
+/// `cpus` are asked only for [`WaitStrategy::Adaptive`].
 fn spin_budget(
     strategy: WaitStrategy,
     endpoints: impl FnOnce() -> u64,
-    cpus: u64,
+    cpus: impl FnOnce() -> u64,
 ) -> Option<Duration> {
     match strategy {
         WaitStrategy::Spin => None,
         WaitStrategy::SpinThenSleep(d) => Some(d),
         WaitStrategy::Sleep => Some(Duration::ZERO),
-        WaitStrategy::Adaptive if endpoints() > cpus => Some(Duration::ZERO),
+        WaitStrategy::Adaptive if endpoints() > cpus() => Some(Duration::ZERO),
         WaitStrategy::Adaptive => Some(ADAPTIVE_SPIN),
     }
 }
@@ -256,7 +256,7 @@ pub(crate) fn block<A: Attempt, S: Sleeper + ?Sized>(
     }
     let started = Instant::now();
     let mut last_peer_check = started;
-    let spin_for = spin_budget(strategy, || op.endpoints(), usable_cpus());
+    let spin_for = spin_budget(strategy, || op.endpoints(), usable_cpus);
 
     let mut yields = YieldPacing::new();
     loop {
@@ -399,17 +399,17 @@ mod tests {
                 n
             }
         };
-        assert_eq!(spin_budget(WaitStrategy::Adaptive, count(2), 2), Some(ADAPTIVE_SPIN));
-        assert_eq!(spin_budget(WaitStrategy::Adaptive, count(3), 2), Some(Duration::ZERO));
-        assert_eq!(spin_budget(WaitStrategy::Adaptive, count(8), 8), Some(ADAPTIVE_SPIN));
-        assert_eq!(spin_budget(WaitStrategy::Adaptive, count(2), 1), Some(Duration::ZERO));
+        assert_eq!(spin_budget(WaitStrategy::Adaptive, count(2), || 2), Some(ADAPTIVE_SPIN));
+        assert_eq!(spin_budget(WaitStrategy::Adaptive, count(3), || 2), Some(Duration::ZERO));
+        assert_eq!(spin_budget(WaitStrategy::Adaptive, count(8), || 8), Some(ADAPTIVE_SPIN));
+        assert_eq!(spin_budget(WaitStrategy::Adaptive, count(2), || 1), Some(Duration::ZERO));
         assert_eq!(asked.get(), 4);
 
         // The explicit strategies mean what they say, whatever the count.
         let d = Duration::from_micros(7);
-        assert_eq!(spin_budget(WaitStrategy::SpinThenSleep(d), count(100), 1), Some(d));
-        assert_eq!(spin_budget(WaitStrategy::Sleep, count(1), 64), Some(Duration::ZERO));
-        assert_eq!(spin_budget(WaitStrategy::Spin, count(100), 1), None);
+        assert_eq!(spin_budget(WaitStrategy::SpinThenSleep(d), count(100), || 1), Some(d));
+        assert_eq!(spin_budget(WaitStrategy::Sleep, count(1), || 64), Some(Duration::ZERO));
+        assert_eq!(spin_budget(WaitStrategy::Spin, count(100), || 1), None);
         assert_eq!(asked.get(), 4, "only Adaptive looks at the count");
     }
 

@@ -586,12 +586,8 @@ pub(crate) fn mpmc_sender_child(
     let ctl = RawShm::open(names[1])?;
     mp_ready_and_wait(&ctl)?;
     for seq in 0..count {
-        // The non-blocking call first: `send` sets up a wait (and clones an Arc) per call.
-        match tx.try_send(id << SENDER_SHIFT | seq) {
-            Ok(()) => {}
-            Err(TrySendError::Full(v)) => tx.send(v).map_err(|e| format!("send: {e}"))?,
-            Err(e) => return Err(format!("send: {e}").into()),
-        }
+        // `send` tries without waiting first, and sets up a wait only when the ring is full.
+        tx.send(id << SENDER_SHIFT | seq).map_err(|e| format!("send: {e}"))?;
     }
     // Dropping the sender detaches it; the last detach tells the receivers to finish.
     Ok(())
